@@ -1,0 +1,3 @@
+"""dlkit: declarative, YAML-configured training of neural networks."""
+
+__version__ = "0.1.0"

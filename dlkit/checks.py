@@ -1,0 +1,57 @@
+"""Checks of a composed config that need the code (imports torch): impossible pairs and hardware."""
+
+from __future__ import annotations
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from dlkit.config import config_groups
+from dlkit.errors import UsageError
+
+
+def _kind_of_data(target: str) -> str:
+    return getattr(get_class(target), "kind", "")
+
+
+def data_options_for(kinds: tuple[str, ...]) -> list[str]:
+    """The data options whose datamodule produces one of these kinds."""
+    fitting = []
+    for option in config_groups().get("data", []):
+        target = OmegaConf.load(option.path).get("_target_")
+        try:
+            if target and _kind_of_data(target) in kinds:
+                fitting.append(option.name)
+        except (ImportError, AttributeError):
+            continue
+    return fitting
+
+
+def check(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
+    """Refuse an impossible model/data/task combination or hardware request before any work."""
+    import torch
+
+    choices = choices or {}
+    model_name, data_name = choices.get("model", "the model"), choices.get("data", "the data")
+    data_kind = _kind_of_data(cfg.data._target_)
+    accepts = tuple(getattr(get_class(cfg.model._target_), "accepts", ()))
+    if accepts and data_kind not in accepts:
+        fits = ", ".join(data_options_for(accepts)) or "none yet"
+        raise UsageError(f"model={model_name} cannot train on data={data_name} ({data_kind.replace('_', ' ')}). "
+                         f"Data that fits {model_name}: {fits}.")
+    task_kinds = tuple(getattr(get_class(cfg.task._target_), "kinds", ()))
+    if task_kinds and data_kind not in task_kinds:
+        raise UsageError(f"task={choices.get('task', cfg.task._target_)} does not handle {data_kind} data "
+                         f"(data={data_name}); it handles {', '.join(task_kinds)}.")
+
+    trainer = cfg.trainer
+    accelerator = str(trainer.get("accelerator", "auto"))
+    precision = str(trainer.get("precision", "32-true"))
+    wants_gpu = accelerator in ("gpu", "cuda")
+    if wants_gpu and not torch.cuda.is_available():
+        raise UsageError(f"trainer={choices.get('trainer', 'gpu')} needs a CUDA GPU and none is visible. "
+                         "Use trainer=cpu, or trainer=ddp_cpu for 2 processes.")
+    if precision.startswith("16") and accelerator == "cpu":
+        raise UsageError(f"precision={choices.get('precision', '16')} (float16 mixed) needs a CUDA GPU. "
+                         "On the CPU use precision=bf16 or precision=32.")
+    if "fsdp" in str(trainer.get("strategy")) and accelerator == "cpu":
+        raise UsageError("FSDP needs GPUs; on the CPU use trainer=ddp_cpu.")

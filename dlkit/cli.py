@@ -1,0 +1,192 @@
+"""The `dlkit` command line: one small function per command; the work happens in the modules they call.
+
+Only typer, rich and dlkit.config are imported at start-up, so `--help` and `config show` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from dlkit.errors import DlkitError, UsageError
+
+OVERRIDES_HELP = """Hydra overrides: GROUP=OPTION picks a config (model=lenet), KEY=VALUE sets a value
+(optimizer.lr=3e-4), +KEY=VALUE adds a key, ~KEY removes one (~callbacks.early_stopping)."""
+
+EXAMPLES = """
+Examples:
+
+  dlkit train                                     # MLP on the bundled digits, offline, about a minute
+
+  dlkit train model=lenet optimizer.lr=3e-4 trainer.max_epochs=5
+
+  dlkit train -m optimizer.lr=1e-2,1e-3 seed=0,1  # a multirun: 4 jobs, one folder each
+
+  dlkit train trainer=ddp_cpu precision=bf16      # 2 processes (DDP, gloo), bf16 autocast
+
+  dlkit config list model                         # what can be chosen
+"""
+
+app = typer.Typer(
+    name="dlkit",
+    help="Train neural networks from YAML configs: Hydra composes them, PyTorch Lightning runs them.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show, list and copy configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_state = {"verbose": False}
+
+
+def complete_override(incomplete: str) -> list[str]:
+    """Shell completion for overrides: group names, then `group=option` values."""
+    from dlkit.config import config_groups
+
+    groups = config_groups()
+    if "=" in incomplete:
+        group, _, prefix = incomplete.partition("=")
+        return [f"{group}={o.name}" for o in groups.get(group.lstrip("+~"), []) if o.name.startswith(prefix)]
+    return [f"{g}=" for g in groups if g.startswith(incomplete)]
+
+
+def _overrides_argument() -> typer.models.ArgumentInfo:
+    return typer.Argument(None, help=OVERRIDES_HELP, show_default=False, autocompletion=complete_override)
+
+
+ConfigDir = typer.Option(None, "--config-dir", "-c", help="Folder of your own configs (default: ./conf if present).")
+
+
+@app.callback()
+def root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full tracebacks on errors.")) -> None:
+    """dlkit: declarative deep learning on Hydra + PyTorch Lightning."""
+    _state["verbose"] = verbose
+
+
+@app.command(epilog=EXAMPLES)
+def train(
+    overrides: Optional[list[str]] = _overrides_argument(),  # noqa: UP045 - typer needs Optional here
+    multirun: bool = typer.Option(False, "--multirun", "-m", help="One job per combination of listed values."),
+    config_dir: Optional[str] = ConfigDir,  # noqa: UP045
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop a multirun at its first failed job."),
+) -> None:
+    """Train (and test) a model. The default: an MLP on scikit-learn's digits, on the CPU."""
+    from dlkit import runner
+
+    jobs = runner.train(list(overrides or []), multirun=multirun, config_dir=config_dir, fail_fast=fail_fast)
+    if any(job.status != "finished" for job in jobs):
+        raise typer.Exit(1)
+
+
+@config_app.command("show")
+def config_show(
+    overrides: Optional[list[str]] = _overrides_argument(),  # noqa: UP045
+    config_dir: Optional[str] = ConfigDir,  # noqa: UP045
+    resolve: bool = typer.Option(False, "--resolve", help="Resolve ${...} interpolations."),
+) -> None:
+    """Print the composed config as highlighted YAML (nothing is trained)."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from dlkit.config import compose, to_yaml
+
+    cfg = compose(list(overrides or []), config_dir)
+    text = to_yaml(cfg, resolve=resolve)
+    console = Console()
+    if console.is_terminal:
+        console.print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+    else:
+        sys.stdout.write(text)
+
+
+@config_app.command("list")
+def config_list(
+    group: Optional[str] = typer.Argument(None, help="Only this group (e.g. model)."),  # noqa: UP045
+    config_dir: Optional[str] = ConfigDir,  # noqa: UP045
+) -> None:
+    """List config groups and their options, each with a one-line description."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dlkit.config import config_groups
+    from dlkit.errors import did_you_mean
+
+    groups = config_groups(config_dir)
+    if group is not None and group not in groups:
+        raise UsageError(f"Unknown group '{group}'.{did_you_mean(group, groups)} Groups: {', '.join(groups)}.")
+    table = Table(header_style="bold", show_lines=False)
+    table.add_column("group", style="cyan")
+    table.add_column("option", style="green")
+    table.add_column("description")
+    for name, options in groups.items():
+        if group is None or name == group:
+            for option in options:
+                table.add_row(name, option.name, option.description)
+    Console(width=max(100, Console().width)).print(table)
+
+
+@config_app.command("copy")
+def config_copy(
+    option: str = typer.Argument(..., help="GROUP/OPTION to copy, e.g. model/mlp."),
+    config_dir: Optional[str] = typer.Option(None, "--config-dir", "-c", help="Where to copy (default ./conf)."),  # noqa: UP045
+) -> None:
+    """Copy a built-in config into ./conf/GROUP/ to edit; it then overrides the packaged one."""
+    from dlkit.config import copy_option
+
+    target = copy_option(option, config_dir)
+    typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it from now on in this folder.")
+
+
+def main() -> None:
+    """Entry point: run the app and turn errors into one line and an exit code."""
+    verbose = "--verbose" in sys.argv or "-v" in sys.argv[1:2] or os.environ.get("DLKIT_VERBOSE") == "1"
+    try:
+        app(standalone_mode=False)
+    except DlkitError as err:
+        _fail(err, err.exit_code, verbose)
+    except KeyboardInterrupt:
+        typer.secho("Interrupted.", fg="yellow", err=True)
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except SystemExit:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line (traceback with --verbose)
+        import click
+
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        _fail(err, 1, verbose, prefix=f"{type(err).__name__}: ")
+
+
+def _fail(err: BaseException, code: int, verbose: bool, prefix: str = "") -> None:
+    cause = err
+    while type(cause).__name__ == "InstantiationException" and cause.__cause__ is not None:
+        cause = cause.__cause__  # Hydra wraps the real error of a constructor: show that one
+    if cause is not err:
+        return _fail_with(err, cause, code, verbose)
+    _fail_with(err, err, code, verbose, prefix)
+
+
+def _fail_with(err: BaseException, shown: BaseException, code: int, verbose: bool, prefix: str = "") -> None:
+    if isinstance(shown, DlkitError):
+        code = shown.exit_code
+    elif not prefix:
+        prefix = f"{type(shown).__name__}: "
+    if verbose:
+        import traceback
+
+        traceback.print_exception(err)
+    message = str(shown).strip().splitlines()[0] if str(shown).strip() else type(shown).__name__
+    typer.secho(f"error: {prefix}{message}", fg="red", err=True)
+    if not verbose:
+        typer.secho("(run with --verbose for the traceback)", fg="bright_black", err=True) if code == 1 else None
+    sys.exit(code)

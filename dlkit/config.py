@@ -1,0 +1,329 @@
+"""Config composition: search path, Hydra overrides, validation, option listing and "did you mean".
+
+Nothing here imports torch, so `dlkit config show` and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from dlkit.errors import UsageError, did_you_mean
+
+PRIMARY = "train"
+_MIN_METRIC_WORDS = ("loss", "perplexity", "ppl", "error", "wer", "cer")
+
+
+def metric_mode(metric: str) -> str:
+    """'min' for losses, perplexities and error rates, 'max' for everything else."""
+    name = str(metric).lower()
+    return "min" if any(word in name for word in _MIN_METRIC_WORDS) else "max"
+
+
+if not OmegaConf.has_resolver("metric_mode"):
+    OmegaConf.register_new_resolver("metric_mode", metric_mode)
+
+
+def packaged_conf_dir() -> Path:
+    """The configs shipped with dlkit: inside the wheel, or `conf/` beside the package in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / f"{PRIMARY}.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"dlkit's packaged configs are missing (looked in {here / 'conf'})")
+
+
+def user_conf_dir(config_dir: str | Path | None) -> Path | None:
+    """The user's config folder: --config-dir when given (it must exist), else ./conf when present."""
+    if config_dir is not None:
+        path = Path(config_dir).expanduser().resolve()
+        if not path.is_dir():
+            raise UsageError(f"--config-dir {config_dir}: no such folder. Create it, or drop the option.")
+        return path
+    local = Path.cwd() / "conf"
+    if local.is_dir() and local.resolve() != packaged_conf_dir().resolve():
+        return local.resolve()
+    return None
+
+
+def _search_path(user_dir: Path | None):
+    from hydra._internal.utils import create_config_search_path
+
+    search_path = create_config_search_path(f"file://{packaged_conf_dir()}")
+    if user_dir is not None:
+        # the user's folder comes first, so its configs override and extend the packaged ones
+        search_path.prepend("dlkit-user", f"file://{user_dir}")
+    return search_path
+
+
+def _loader(user_dir: Path | None):
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    return ConfigLoaderImpl(config_search_path=_search_path(user_dir))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a config group, with the first comment line of its file as description."""
+
+    group: str
+    name: str
+    description: str
+    path: Path
+
+
+def config_groups(config_dir: str | Path | None = None) -> dict[str, list[Option]]:
+    """Every group and its options, user options included (a user file shadows a packaged one)."""
+    roots = [packaged_conf_dir()]
+    user_dir = user_conf_dir(config_dir)
+    if user_dir is not None:
+        roots.append(user_dir)
+    groups: dict[str, dict[str, Option]] = {}
+    for root in roots:
+        for file in sorted(root.rglob("*.yaml")):
+            rel = file.relative_to(root)
+            if len(rel.parts) < 2:
+                continue
+            group = "/".join(rel.parts[:-1])
+            groups.setdefault(group, {})[file.stem] = Option(group, file.stem, _description(file), file)
+    return {g: sorted(opts.values(), key=lambda o: o.name) for g, opts in sorted(groups.items())}
+
+
+def _description(file: Path) -> str:
+    for line in file.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if text.startswith("#") and not text.startswith("# @package"):
+            return text.lstrip("# ").strip()
+        if text and not text.startswith("#"):
+            break
+    return ""
+
+
+def normalize(overrides: list[str] | tuple[str, ...], config_dir: str | Path | None = None) -> list[str]:
+    """Quote numeric group choices (`precision=16` means the option named "16", not the number)."""
+    groups = config_groups(config_dir)
+    result = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+~") in groups:
+            if value in ("null", "none", "None"):
+                result.append(f"~{key.lstrip('+~')}")  # `logger=null` switches the group off
+                continue
+            if re.fullmatch(r"[0-9][0-9,]*", value):
+                value = ",".join(f"'{v}'" for v in value.split(","))
+        result.append(f"{key}{sep}{value}")
+    return result
+
+
+def _parse(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides=list(overrides))
+    except OverrideParseException as err:
+        first = str(err).splitlines()[0]
+        raise UsageError(f"Cannot read override: {first}. Write overrides as key=value, e.g. optimizer.lr=3e-4.") from err
+
+
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """The jobs of a multirun: one override list per combination (`lr=1e-3,1e-4 seed=0,1` gives four)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parsed = _parse(normalize(overrides))
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for job in batches[0]] if batches else [[]]
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None,
+            config_name: str = PRIMARY) -> DictConfig:
+    """Compose packaged + user configs with the overrides, validate, and return the config (no hydra node)."""
+    overrides = normalize(overrides, config_dir)
+    parsed = _parse(overrides)
+    sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    if sweeps:
+        raise UsageError(f"'{sweeps[0]}' lists several values: add -m (--multirun) to run one job per value.")
+    user_dir = user_conf_dir(config_dir)
+    loader = _loader(user_dir)
+    cfg = _load(loader, config_name, overrides, user_dir)
+    _check_types(loader, config_name, parsed, cfg, user_dir)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def _load(loader, config_name: str, overrides: list[str], user_dir: Path | None) -> DictConfig:
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from hydra.types import RunMode
+
+    try:
+        return loader.load_configuration(config_name=config_name, overrides=overrides, run_mode=RunMode.RUN,
+                                         from_shell=False)
+    except MissingConfigException as err:
+        raise _missing_option(err, overrides, user_dir) from err
+    except ConfigCompositionException as err:
+        raise _composition_error(err, loader, config_name, overrides, user_dir) from err
+
+
+def _missing_option(err: Exception, overrides: list[str], user_dir: Path | None) -> UsageError:
+    message = str(err)
+    match = re.search(r"Could not find '([^']+)/([^'/]+)'", message)
+    if match:
+        group, name = match.group(1).lstrip("/"), match.group(2)
+        options = [o.name for o in config_groups(user_dir).get(group, [])]
+        if options:
+            return UsageError(f"Unknown {group} '{name}'.{did_you_mean(name, options)} "
+                              f"Options for {group}: {', '.join(options)} (see `dlkit config list {group}`).")
+    if "Cannot find primary config" in message:
+        return UsageError(f"No config named '{message.split(chr(39))[1]}' in the search path.")
+    return UsageError(message.splitlines()[0])
+
+
+def _composition_error(err: Exception, loader, config_name: str, overrides: list[str],
+                       user_dir: Path | None) -> UsageError:
+    message = str(err)
+    match = re.search(r"Could not (?:override|append to|delete from config)[^']*'([^']+)'", message)
+    key = match.group(1) if match else None
+    if key is None:
+        match = re.search(r"Could not delete from config. '([^']+)'", message)
+        key = match.group(1) if match else None
+    if key:
+        groups = config_groups(user_dir)
+        base_overrides = [o for o in overrides if o.split("=")[0].lstrip("+~") in groups]
+        try:
+            base = loader.load_configuration(config_name=config_name, overrides=base_overrides,
+                                             run_mode=_run_mode(), from_shell=False)
+        except Exception:  # noqa: BLE001 - only used to phrase a suggestion
+            base = OmegaConf.create()
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        siblings = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        if not parent:
+            siblings = [s for s in siblings if s != "hydra"] + list(groups)
+        hint = did_you_mean(leaf, siblings)
+        if hint:
+            hint = hint.replace("mean ", f"mean {parent + '.' if parent else ''}", 1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=")[0].lstrip("+~") == key and "=" in o), "")
+        if message.startswith("Could not delete") or "delete" in message.splitlines()[0]:
+            return UsageError(f"Cannot delete '{key}': it is not in the config.{hint}")
+        add = f" To add a new key, write +{key}={value}." if value else ""
+        return UsageError(f"Unknown key '{key}'.{hint}{add}")
+    return UsageError(message.splitlines()[0])
+
+
+def _run_mode():
+    from hydra.types import RunMode
+
+    return RunMode.RUN
+
+
+_NUMBER = (int, float)
+
+
+def _check_types(loader, config_name: str, parsed, cfg: DictConfig, user_dir: Path | None) -> None:
+    """A value given on the command line must have the type of the default it replaces."""
+    groups = config_groups(user_dir)
+    from hydra.core.override_parser.types import OverrideType
+
+    plain = [o for o in parsed if o.type == OverrideType.CHANGE and o.key_or_group not in groups
+             and not o.key_or_group.startswith("hydra")]
+    if not plain:
+        return
+    base_overrides = [o.input_line for o in parsed if o not in plain]
+    base = loader.load_configuration(config_name=config_name, overrides=base_overrides, run_mode=_run_mode(),
+                                     from_shell=False)
+    for override in plain:
+        key = override.key_or_group
+        default = OmegaConf.select(base, key, throw_on_missing=False)
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if default is None or value is None or _same_kind(default, value):
+            continue
+        raise UsageError(f"{key}={override.value()!r} should be {_kind_name(default)} "
+                         f"(default: {_show(default)}). Example: {key}={_show(default)}.")
+
+
+def _same_kind(default, value) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, _NUMBER)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, (DictConfig, dict)):
+        return isinstance(value, (DictConfig, dict))
+    if isinstance(default, (ListConfig, list)):
+        return isinstance(value, (ListConfig, list))
+    return True
+
+
+def _kind_name(default) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, (DictConfig, dict)):
+        return "a mapping"
+    if isinstance(default, (ListConfig, list)):
+        return "a list"
+    return type(default).__name__
+
+
+def _show(value) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return json.dumps(OmegaConf.to_container(value, resolve=False)).replace(" ", "").replace('"', "")
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def group_choices(overrides: list[str], config_dir: str | Path | None = None) -> dict[str, str]:
+    """The option chosen for each group (`model`: `mlp`, ...), as Hydra resolved the defaults list."""
+    from hydra.types import RunMode
+
+    user_dir = user_conf_dir(config_dir)
+    cfg = _loader(user_dir).load_configuration(config_name=PRIMARY, overrides=list(overrides),
+                                               run_mode=RunMode.RUN, from_shell=False)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    return {k: v for k, v in choices.items() if not k.startswith("hydra/") and v is not None}
+
+
+def to_yaml(cfg: DictConfig, resolve: bool = False) -> str:
+    """The config as YAML; unresolved interpolations stay visible unless resolve=True."""
+    return OmegaConf.to_yaml(cfg, resolve=resolve)
+
+
+def copy_option(spec: str, config_dir: str | Path | None = None) -> Path:
+    """Copy a packaged GROUP/OPTION into the user's config folder and return the new file."""
+    group, _, name = spec.strip("/").rpartition("/")
+    groups = config_groups()
+    if not group or group not in groups:
+        raise UsageError(f"'{spec}' is not GROUP/OPTION.{did_you_mean(group or spec, groups)} "
+                         f"Groups: {', '.join(groups)}.")
+    options = {o.name: o for o in groups[group]}
+    if name not in options:
+        raise UsageError(f"Unknown {group} '{name}'.{did_you_mean(name, options)} "
+                         f"Options for {group}: {', '.join(options)}.")
+    target_root = Path(config_dir) if config_dir is not None else Path.cwd() / "conf"
+    target = target_root / group / f"{name}.yaml"
+    if target.exists():
+        raise UsageError(f"{target} already exists: edit it, or delete it to copy again.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(options[name].path, target)
+    return target
+
+
+def construct(node: DictConfig | dict, **objects):
+    """Call the node's `_target_` with its other keys plus the given live objects (no conversion of those)."""
+    from hydra.utils import get_method
+
+    params = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    target = params.pop("_target_")
+    params.pop("_partial_", None)
+    return get_method(target)(**params, **objects)

@@ -1,0 +1,76 @@
+"""Shared pieces of the datamodules: loader settings and splitting."""
+
+from __future__ import annotations
+
+import os
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from dlkit.data.spec import DataSpec
+
+
+def loader_kwargs(num_workers: int | None, pin_memory: bool | None) -> dict:
+    """Sensible DataLoader defaults: workers kept alive between epochs, memory pinned when a GPU is there."""
+    workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if num_workers is None else num_workers
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    return {"num_workers": workers, "pin_memory": pin, "persistent_workers": workers > 0}
+
+
+def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[list[int]]:
+    """Shuffled indices cut into parts of the given fractions (the last takes the rest), reproducibly."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    parts, start = [], 0
+    for fraction in fractions[:-1]:
+        size = int(round(fraction * n))
+        parts.append(order[start:start + size])
+        start += size
+    parts.append(order[start:])
+    return parts
+
+
+def split(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Dataset]:
+    """Split a dataset into Subsets of the given fractions, reproducibly."""
+    return [Subset(dataset, part) for part in split_indices(len(dataset), fractions, seed)]
+
+
+class DataModule(pl.LightningDataModule):
+    """A LightningDataModule that states its kind and, after setup, its DataSpec."""
+
+    kind: str = ""
+
+    def __init__(self, batch_size: int = 64, num_workers: int | None = 0, pin_memory: bool | None = None) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.loader_kwargs = loader_kwargs(num_workers, pin_memory)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self._spec: DataSpec | None = None
+        self.collate_fn = None
+
+    @property
+    def spec(self) -> DataSpec:
+        """What the data produces; available after setup()."""
+        if self._spec is None:
+            raise RuntimeError(f"{type(self).__name__}.spec is known only after setup()")
+        return self._spec
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: setup() has not been called")
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate_fn,
+                          **self.loader_kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

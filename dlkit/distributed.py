@@ -1,0 +1,123 @@
+"""Multi-process launch that works from a console script with subcommands and inside multiruns.
+
+Lightning's own launcher re-runs `sys.argv` for ranks > 0, which breaks under `dlkit train -m ...`
+(each rank would start its own sweep and its own run folder). dlkit instead starts ranks > 0 itself as
+`python -m dlkit.distributed RUN_DIR`: they read the composed config.yaml of the one run folder that
+rank 0 created, and Lightning sees the processes as created externally (LOCAL_RANK is set).
+
+Under torchrun or SLURM the processes already exist; dlkit launches nothing and only global rank 0
+writes the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def external_launcher() -> str | None:
+    """'torchrun' or 'slurm' when this process is one of several started from outside, else None."""
+    if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+        return "torchrun"
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and os.environ.get("SLURM_JOB_NAME") not in ("bash",
+                                                                                                 "interactive"):
+        return "slurm"
+    return None
+
+
+def global_rank() -> int:
+    """This process's global rank as the launcher set it (0 when not launched from outside)."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+def local_processes(trainer: DictConfig) -> int:
+    """How many processes this node runs for the trainer config (1 unless a DDP-like strategy asks more)."""
+    strategy = str(trainer.get("strategy", "auto"))
+    if not any(s in strategy for s in ("ddp", "fsdp", "deepspeed")):
+        return 1
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, str) and devices != "auto":
+        devices = [d for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+    if devices in (-1, "auto"):
+        if trainer.get("accelerator") == "cpu":
+            return 1 if devices == "auto" else os.cpu_count() or 1
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def ranks(run_dir: Path, trainer: DictConfig, ckpt_path: str | None = None) -> Iterator[list[subprocess.Popen]]:
+    """Make this process rank 0 of `devices` local processes and start the others; stop them afterwards."""
+    n = local_processes(trainer)
+    if n <= 1 or external_launcher() or "LOCAL_RANK" in os.environ:
+        yield []
+        return
+    env = {
+        "MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"),
+        "MASTER_PORT": str(_free_port()),
+        "NODE_RANK": os.environ.get("NODE_RANK", "0"),
+        "WORLD_SIZE": str(n * int(trainer.get("num_nodes", 1))),
+    }
+    saved = {k: os.environ.get(k) for k in [*env, "LOCAL_RANK"]}
+    os.environ.update(env, LOCAL_RANK="0")
+    children = [
+        subprocess.Popen([sys.executable, "-m", "dlkit.distributed", str(run_dir), *([ckpt_path] if ckpt_path else [])],
+                         env={**os.environ, "LOCAL_RANK": str(rank)})
+        for rank in range(1, n)
+    ]
+    try:
+        yield children
+        for child in children:
+            if child.wait() != 0:
+                raise RuntimeError(f"rank {children.index(child) + 1} exited with code {child.returncode}")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        end_process_group()
+
+
+def end_process_group() -> None:
+    """Destroy the default process group so that the next job of a multirun can start its own."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _worker(run_dir: str, ckpt_path: str | None = None) -> None:
+    """Rank > 0: train from the run folder's composed config; rank 0 writes everything."""
+    from omegaconf import OmegaConf
+
+    from dlkit.training import train
+
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    train(cfg, ckpt_path=ckpt_path)
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:3])

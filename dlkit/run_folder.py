@@ -1,0 +1,146 @@
+"""Run folders: where a run writes its config, overrides, environment, log, checkpoints and summary.
+
+    outputs/<YYYY-MM-DD>/<HH-MM-SS>-<id>/            one run
+    outputs/multirun/<YYYY-MM-DD>/<HH-MM-SS>-<id>/N/  job N of a multirun
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG = "config.yaml"
+OVERRIDES = "overrides.yaml"
+SUMMARY = "summary.json"
+ENVIRONMENT = "environment.json"
+LOG = "train.log"
+
+
+def new_folder(output_dir: str | Path, multirun: bool = False) -> Path:
+    """Create a fresh, uniquely named folder; it never reuses an existing one."""
+    base = Path(output_dir) / ("multirun" if multirun else "")
+    now = datetime.now()
+    for _ in range(100):
+        path = base / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path.resolve()
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a unique run folder under {base}")
+
+
+def job_folder(multirun_dir: Path, job: int) -> Path:
+    """Folder of job N inside a multirun folder."""
+    path = multirun_dir / str(job)
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file as a dict, or {} when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], command: str = "train") -> None:
+    """Write config.yaml, overrides.yaml, environment.json and a 'running' summary.json."""
+    OmegaConf.save(cfg, run_dir / CONFIG, resolve=True)
+    (run_dir / OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), encoding="utf-8")
+    write_json(run_dir / ENVIRONMENT, environment())
+    write_json(run_dir / SUMMARY, {
+        "status": "running", "command": command, "overrides": list(overrides),
+        "started": datetime.now().isoformat(timespec="seconds"), "pid": os.getpid(),
+    })
+
+
+def record_end(run_dir: Path, status: str, metrics: dict[str, float] | None = None, error: str | None = None,
+               started: float | None = None) -> dict[str, Any]:
+    """Update summary.json with the final status, metrics, duration and error; return it."""
+    summary = read_json(run_dir / SUMMARY)
+    summary.update(status=status, finished=datetime.now().isoformat(timespec="seconds"),
+                   metrics=metrics or {}, error=error)
+    if started is not None:
+        summary["duration_s"] = round(time.time() - started, 2)
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir():
+        summary["checkpoints"] = sorted(p.name for p in checkpoints.glob("*.ckpt"))
+    write_json(run_dir / SUMMARY, summary)
+    return summary
+
+
+def environment() -> dict[str, Any]:
+    """Versions, git commit, host and devices: enough to reproduce where a run ran."""
+    import torch
+
+    versions = {}
+    for name in ("torch", "pytorch_lightning", "hydra", "omegaconf", "torchmetrics", "tokenizers", "wandb",
+                 "optuna", "dlkit"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - an optional package may be missing
+            continue
+    cuda = torch.cuda.is_available()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "command": sys.argv,
+        "cwd": os.getcwd(),
+        "git": _git(),
+        "versions": versions,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.version.cuda if cuda else None,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+    }
+
+
+def _git() -> dict[str, Any] | None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@contextmanager
+def log_to(run_dir: Path):
+    """Copy dlkit's and Lightning's log records into <run>/train.log while the block runs."""
+    handler = logging.FileHandler(run_dir / LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    names = ("dlkit", "pytorch_lightning", "lightning_fabric", "lightning.pytorch")
+    loggers = [logging.getLogger(n) for n in names]
+    for logger in loggers:
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()

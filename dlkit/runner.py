@@ -1,0 +1,173 @@
+"""Run `dlkit train`: compose and check every job first, then give each its run folder and train it.
+
+One job: outputs/<date>/<time>-<id>/. A multirun (-m): outputs/multirun/<date>/<time>-<id>/<N>/ per job
+and a multirun.json + summary table in the multirun folder. A failing job does not stop a multirun
+unless fail_fast is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from dlkit import run_folder
+from dlkit.config import compose, expand_sweep, group_choices
+from dlkit.errors import DlkitError, UsageError
+
+log = logging.getLogger("dlkit")
+console = Console()
+
+
+@dataclass
+class Job:
+    """One training job: its overrides, composed config and, once run, its outcome."""
+
+    overrides: list[str]
+    cfg: DictConfig
+    choices: dict[str, str]
+    run_dir: Path | None = None
+    status: str = "pending"
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def prepare(overrides: list[str], config_dir: str | None = None) -> Job:
+    """Compose and check one job's config (no folder is created, nothing is trained)."""
+    from dlkit.checks import check
+
+    cfg = compose(overrides, config_dir)
+    choices = group_choices(overrides, config_dir) if overrides else group_choices([], config_dir)
+    check(cfg, choices)
+    with open_dict(cfg):
+        if cfg.get("name") is None:
+            cfg.name = f"{choices.get('model', 'model')}-{choices.get('data', 'data')}"
+    return Job(list(overrides), cfg, choices)
+
+
+def train(overrides: list[str], multirun: bool = False, config_dir: str | None = None,
+          fail_fast: bool = False) -> list[Job]:
+    """Run one job, or every job of a multirun; return the jobs with their outcomes."""
+    if not multirun:
+        job = prepare(overrides, config_dir)
+        run_job(job, _new_run_dir(job.cfg))
+        return [job]
+    jobs = [prepare(job_overrides, config_dir) for job_overrides in expand_sweep(overrides)]
+    root = run_folder.new_folder(jobs[0].cfg.paths.output_dir, multirun=True)
+    console.print(f"[bold]Multirun[/] of {len(jobs)} jobs in {root}")
+    for number, job in enumerate(jobs):
+        with open_dict(job.cfg):
+            job.cfg.paths.multirun_dir = str(root)
+        console.rule(f"job {number}: {' '.join(job.overrides) or '(defaults)'}")
+        try:
+            run_job(job, run_folder.job_folder(root, number))
+        except KeyboardInterrupt:
+            _write_multirun(root, jobs)
+            raise
+        except Exception as err:  # noqa: BLE001 - one failed job must not stop the sweep
+            if fail_fast:
+                _write_multirun(root, jobs)
+                raise
+            console.print(f"[red]job {number} failed:[/] {job.error or err}")
+    _write_multirun(root, jobs)
+    print_jobs(jobs, root)
+    return jobs
+
+
+def _new_run_dir(cfg: DictConfig) -> Path:
+    """A new run folder, or a throw-away one on ranks > 0 of an external launch (rank 0 writes the run)."""
+    from dlkit.distributed import external_launcher, global_rank
+
+    if external_launcher() and global_rank() != 0:
+        return Path(tempfile.mkdtemp(prefix=f"dlkit-rank{global_rank()}-"))
+    return run_folder.new_folder(cfg.paths.output_dir)
+
+
+def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, float]:
+    """Record, train (with its DDP ranks when asked) and finish one job in run_dir."""
+    from dlkit.distributed import external_launcher, global_rank, ranks
+    from dlkit.training import train as train_model
+
+    writer = not (external_launcher() and global_rank() != 0)
+    job.run_dir = run_dir
+    with open_dict(job.cfg):
+        job.cfg.paths.run_dir = str(run_dir)
+    started = time.time()
+    if writer:
+        run_folder.record_start(run_dir, job.cfg, job.overrides)
+    job.status = "running"
+    try:
+        with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path):
+            job.metrics = train_model(job.cfg, ckpt_path=ckpt_path)
+    except KeyboardInterrupt:
+        job.status, job.error = "interrupted", "interrupted by the user"
+        raise
+    except UsageError as err:
+        job.status, job.error = "failed", str(err)
+        raise
+    except Exception as err:
+        job.status, job.error = "failed", f"{type(err).__name__}: {err}" if not isinstance(err, DlkitError) else str(err)
+        raise
+    else:
+        job.status = "finished"
+    finally:
+        if writer:
+            run_folder.record_end(run_dir, job.status, job.metrics, job.error, started)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if writer:
+        print_result(job)
+    return job.metrics
+
+
+def _write_multirun(root: Path, jobs: list[Job]) -> None:
+    run_folder.write_json(root / "multirun.json", {"jobs": [_job_record(n, j) for n, j in enumerate(jobs)]})
+
+
+def _job_record(number: int, job: Job) -> dict[str, Any]:
+    return {"job": number, "overrides": job.overrides, "status": job.status, "run_dir": str(job.run_dir or ""),
+            "optimized_metric": job.cfg.get("optimized_metric"), "value": job.metrics.get("optimized_metric"),
+            "error": job.error}
+
+
+def print_result(job: Job) -> None:
+    """The final metrics of one run and where its folder is."""
+    table = Table(title=f"{job.cfg.name}: {job.status}", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(job.metrics):
+        if key.startswith(("test/", "val/")) or key == "optimized_metric":
+            table.add_row(key, f"{job.metrics[key]:.4f}")
+    console.print(table)
+    console.print(f"Run folder: {job.run_dir}")
+
+
+def print_jobs(jobs: list[Job], root: Path) -> None:
+    """The summary table of a multirun: job, overrides, metric, status (and why a job failed)."""
+    metric = jobs[0].cfg.get("optimized_metric", "metric")
+    table = Table(title=f"Multirun: {root}", header_style="bold")
+    for column in ("job", "overrides", f"best {metric}", "status"):
+        table.add_column(column)
+    values = [j.metrics.get("optimized_metric") for j in jobs]
+    finite = [v for v in values if v is not None]
+    best = None
+    if finite:
+        from dlkit.config import metric_mode
+
+        best = min(finite) if metric_mode(metric) == "min" else max(finite)
+    for number, job in enumerate(jobs):
+        value = job.metrics.get("optimized_metric")
+        shown = "-" if value is None else f"{value:.4f}"
+        if value is not None and value == best:
+            shown = f"[bold green]{shown}[/]"
+        status = job.status if job.status != "failed" else f"[red]failed[/]: {job.error}"
+        table.add_row(str(number), " ".join(job.overrides) or "(defaults)", shown, status)
+    console.print(table)

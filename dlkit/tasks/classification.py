@@ -1,0 +1,63 @@
+"""Classification of images or texts: cross-entropy loss, accuracy and macro F1 per split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from dlkit.data.spec import DataSpec
+from dlkit.tasks.base import Task
+
+
+class ClassificationTask(Task):
+    """Batches are (inputs, labels); inputs are a tensor or a dict of tensors given to the model by name."""
+
+    kinds = ("image_classification", "text_classification")
+
+    def __init__(self, model: nn.Module, spec: DataSpec, optimizer: Callable[..., Any],
+                 scheduler: Callable[..., dict] | None = None, monitor: str = "val/acc",
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__(model, spec, optimizer, scheduler, monitor)
+        self.label_smoothing = label_smoothing
+        metrics = MetricCollection({
+            "acc": MulticlassAccuracy(spec.num_classes, average="micro"),
+            "f1": MulticlassF1Score(spec.num_classes, average="macro"),
+        })
+        # ModuleDict keys must not shadow nn.Module attributes such as `train`
+        self.metrics = nn.ModuleDict({f"{stage}_": metrics.clone(prefix=f"{stage}/") for stage in ("train", "val", "test")})
+
+    def forward(self, inputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class logits for a batch of inputs."""
+        return self.model(**inputs) if isinstance(inputs, dict) else self.model(inputs)
+
+    def _step(self, batch: tuple[Any, torch.Tensor], stage: str) -> torch.Tensor:
+        inputs, labels = batch
+        logits = self(inputs)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
+        metrics = self.metrics[f"{stage}_"]
+        metrics.update(logits.detach(), labels)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, prog_bar=True,
+                 batch_size=labels.shape[0], sync_dist=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities [B, num_classes]."""
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(inputs).softmax(dim=-1)

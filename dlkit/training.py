@@ -1,0 +1,120 @@
+"""Build the datamodule, task and trainer from a composed config, then fit and test.
+
+`train(cfg)` is the one entry the CLI, sweeps and tests share. The config must carry `paths.run_dir`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+
+from dlkit.checkpointing import AtomicCheckpointIO
+from dlkit.config import construct
+from dlkit.data.base import DataModule
+from dlkit.models import build_model
+from dlkit.tasks.base import Task
+
+log = logging.getLogger("dlkit")
+_NOISE = ("💡 Tip", "Trainer already configured with model summary", "TPU available", "HPU available",
+          "You are using a CUDA device")
+
+
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's start-up chatter that says nothing about this run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_NOISE)
+
+
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_QuietLightning())
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
+warnings.filterwarnings("ignore", message=r".*on_step=True.*")
+
+
+def build_datamodule(cfg: DictConfig) -> DataModule:
+    """The datamodule, prepared and set up so that its spec is known."""
+    datamodule: DataModule = instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
+    """The task (LightningModule) around the model sized from the data's spec."""
+    model = build_model(cfg.model, datamodule.spec)
+    if cfg.get("compile"):
+        model = torch.compile(model)
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
+    task: Task = construct(cfg.task, model=model, spec=datamodule.spec, optimizer=optimizer, scheduler=scheduler)
+    task.meta["config"] = OmegaConf.to_container(cfg, resolve=True)
+    return task
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """A Lightning Trainer from the trainer and precision groups, with callbacks and loggers."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
+    kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return pl.Trainer(
+        **kwargs,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=cfg.paths.run_dir,
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+        enable_model_summary=any(isinstance(c, ModelSummary) for c in callbacks),
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+    )
+
+
+def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, float]:
+    """Fit (from ckpt_path when resuming) and test; return every final metric as a float.
+
+    The returned dict holds `optimized_metric`: the best value of cfg.optimized_metric (what sweeps optimise).
+    """
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    task = build_task(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    metrics: dict[str, float] = {}
+    if cfg.get("fit", True):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics.update(_floats(trainer.callback_metrics))
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    if cfg.get("test", True):
+        results = trainer.test(task, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        for result in results:
+            metrics.update(_floats(result))
+    best = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
+    monitored = cfg.get("optimized_metric")
+    if best is not None:
+        metrics["optimized_metric"] = float(best)
+    elif monitored in metrics:
+        metrics["optimized_metric"] = metrics[monitored]
+    return metrics
+
+
+def _floats(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if _scalar(v)}
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)
+
+
+def task_class(cfg: DictConfig) -> type[Task]:
+    """The task class the config names (imports it; no objects are built)."""
+    return get_class(cfg.task._target_)
