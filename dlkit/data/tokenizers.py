@@ -1,0 +1,138 @@
+"""Tokenizers from the `tokenizers` library: trained on a training split (cached on disk) or loaded.
+
+Trained tokenizers put their special tokens first, so [PAD] is id 0. Loaded ones (a BERT vocab.txt or a
+tokenizer.json) keep their own ids: always ask `special_ids(tokenizer)` rather than assume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
+KINDS = ("word", "wordpiece", "bpe")
+
+
+def _normalizer(lowercase: bool) -> normalizers.Normalizer:
+    steps = [normalizers.NFD(), normalizers.StripAccents()]
+    if lowercase:
+        steps.insert(1, normalizers.Lowercase())
+    return normalizers.Sequence(steps)
+
+
+def new_tokenizer(kind: str, lowercase: bool = True) -> tuple[Tokenizer, trainers.Trainer]:
+    """An untrained tokenizer of the given kind and the trainer for it (special tokens first)."""
+    if kind == "word":
+        tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer_cls = trainers.WordLevelTrainer
+    elif kind == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer_cls = trainers.WordPieceTrainer
+    elif kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer_cls = trainers.BpeTrainer
+    else:
+        raise ValueError(f"tokenizer kind {kind!r}: choose one of {', '.join(KINDS)}")
+    tokenizer.normalizer = _normalizer(lowercase)
+    return tokenizer, trainer_cls
+
+
+def train_tokenizer(texts: Iterable[str], kind: str = "word", vocab_size: int = 30000, min_frequency: int = 1,
+                    lowercase: bool = True, length: int | None = None) -> Tokenizer:
+    """Train a tokenizer on an iterable of texts."""
+    tokenizer, trainer_cls = new_tokenizer(kind, lowercase)
+    trainer = trainer_cls(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+                          show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
+    return tokenizer
+
+
+def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
+    """Load a tokenizer.json, a BERT vocab.txt, or a folder holding either."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for name in ("tokenizer.json", "vocab.txt"):
+            if (path / name).is_file():
+                return load_tokenizer(path / name, lowercase)
+        raise FileNotFoundError(f"{path} holds neither tokenizer.json nor vocab.txt")
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file {path} does not exist")
+    if path.suffix == ".json":
+        return Tokenizer.from_file(str(path))
+    tokenizer = Tokenizer(models.WordPiece.from_file(str(path), unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None if lowercase else False)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    return tokenizer
+
+
+def special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
+    """Ids of the special tokens this tokenizer knows: pad, unk, cls, sep, mask, bos, eos (None if absent)."""
+    return {token.strip("[]").lower(): tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+
+
+def fingerprint(*parts: object) -> str:
+    """A short stable hash of settings and data identity (paths with sizes and mtimes, or any values)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, (str, Path)) and Path(part).is_file():
+            stat = Path(part).stat()
+            part = f"{Path(part).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_tokenizer(cache_dir: str | Path, key: str, texts: Iterable[str] | None = None, **settings) -> Tokenizer:
+    """Load the tokenizer cached under `key`, or train it on `texts` and cache it (written atomically)."""
+    path = Path(cache_dir).expanduser() / "tokenizers" / f"{key}.json"
+    if path.is_file():
+        return Tokenizer.from_file(str(path))
+    if texts is None:
+        raise FileNotFoundError(f"no cached tokenizer {path} and no texts to train one")
+    tokenizer = train_tokenizer(texts, **settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tokenizer.save(str(tmp))
+    os.replace(tmp, path)
+    return tokenizer
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
+           max_length: int | None = None, add_special: bool = False) -> list[list[int]]:
+    """Token ids for many texts in one batched call; with add_special, [CLS] a [SEP] (b [SEP]) framing."""
+    if add_special:
+        ids = special_ids(tokenizer)
+        cls, sep = ids["cls"], ids["sep"]
+        first = [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        second = ([e.ids for e in tokenizer.encode_batch(list(pairs), add_special_tokens=False)]
+                  if pairs is not None else None)
+        out = []
+        for i, a in enumerate(first):
+            b = second[i] if second is not None else None
+            if max_length is not None:
+                a, b = _truncate_pair(a, b, max_length - (3 if b is not None else 2))
+            out.append([cls, *a, sep] + ([*b, sep] if b is not None else []))
+        return out
+    encoded = [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+    return [ids[:max_length] for ids in encoded] if max_length else encoded
+
+
+def _truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None]:
+    """Drop tokens from the end of the longer sequence until both fit in budget (BERT's rule)."""
+    a, b = list(a), (list(b) if b is not None else None)
+    while len(a) + (len(b) if b is not None else 0) > max(budget, 0):
+        if b is not None and len(b) > len(a):
+            b.pop()
+        else:
+            a.pop()
+    return a, b
