@@ -187,6 +187,4 @@ def _fail_with(err: BaseException, shown: BaseException, code: int, verbose: boo
         traceback.print_exception(err)
     message = str(shown).strip().splitlines()[0] if str(shown).strip() else type(shown).__name__
     typer.secho(f"error: {prefix}{message}", fg="red", err=True)
-    if not verbose:
-        typer.secho("(run with --verbose for the traceback)", fg="bright_black", err=True) if code == 1 else None
     sys.exit(code)

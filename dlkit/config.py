@@ -128,7 +128,7 @@ def _parse(overrides: list[str]):
         return OverridesParser.create().parse_overrides(overrides=list(overrides))
     except OverrideParseException as err:
         first = str(err).splitlines()[0]
-        raise UsageError(f"Cannot read override: {first}. Write overrides as key=value, e.g. optimizer.lr=3e-4.") from err
+        raise UsageError(f"Cannot read override: {first}. Write key=value, e.g. optimizer.lr=3e-4.") from err
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
@@ -143,6 +143,12 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
 def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None,
             config_name: str = PRIMARY) -> DictConfig:
     """Compose packaged + user configs with the overrides, validate, and return the config (no hydra node)."""
+    return compose_with_choices(overrides, config_dir, config_name)[0]
+
+
+def compose_with_choices(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None,
+                         config_name: str = PRIMARY) -> tuple[DictConfig, dict[str, str]]:
+    """The composed config and the option chosen for each group (`model`: `mlp`, ...)."""
     overrides = normalize(overrides, config_dir)
     parsed = _parse(overrides)
     sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
@@ -152,9 +158,10 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path 
     loader = _loader(user_dir)
     cfg = _load(loader, config_name, overrides, user_dir)
     _check_types(loader, config_name, parsed, cfg, user_dir)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         cfg.pop("hydra", None)
-    return cfg
+    return cfg, {k: v for k, v in choices.items() if not k.startswith("hydra/") and v is not None}
 
 
 def _load(loader, config_name: str, overrides: list[str], user_dir: Path | None) -> DictConfig:
@@ -202,7 +209,7 @@ def _composition_error(err: Exception, loader, config_name: str, overrides: list
             base = OmegaConf.create()
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(base, parent) if parent else base
-        siblings = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        siblings = [str(k) for k in node] if isinstance(node, DictConfig) else []
         if not parent:
             siblings = [s for s in siblings if s != "hydra"] + list(groups)
         hint = did_you_mean(leaf, siblings)
@@ -281,17 +288,6 @@ def _show(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
-
-
-def group_choices(overrides: list[str], config_dir: str | Path | None = None) -> dict[str, str]:
-    """The option chosen for each group (`model`: `mlp`, ...), as Hydra resolved the defaults list."""
-    from hydra.types import RunMode
-
-    user_dir = user_conf_dir(config_dir)
-    cfg = _loader(user_dir).load_configuration(config_name=PRIMARY, overrides=list(overrides),
-                                               run_mode=RunMode.RUN, from_shell=False)
-    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-    return {k: v for k, v in choices.items() if not k.startswith("hydra/") and v is not None}
 
 
 def to_yaml(cfg: DictConfig, resolve: bool = False) -> str:

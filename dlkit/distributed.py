@@ -78,9 +78,9 @@ def ranks(run_dir: Path, trainer: DictConfig, ckpt_path: str | None = None) -> I
     }
     saved = {k: os.environ.get(k) for k in [*env, "LOCAL_RANK"]}
     os.environ.update(env, LOCAL_RANK="0")
+    command = [sys.executable, "-m", "dlkit.distributed", str(run_dir), *([ckpt_path] if ckpt_path else [])]
     children = [
-        subprocess.Popen([sys.executable, "-m", "dlkit.distributed", str(run_dir), *([ckpt_path] if ckpt_path else [])],
-                         env={**os.environ, "LOCAL_RANK": str(rank)})
+        subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(rank)})
         for rank in range(1, n)
     ]
     try:

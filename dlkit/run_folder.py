@@ -76,11 +76,11 @@ def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], command: 
 
 
 def record_end(run_dir: Path, status: str, metrics: dict[str, float] | None = None, error: str | None = None,
-               started: float | None = None) -> dict[str, Any]:
-    """Update summary.json with the final status, metrics, duration and error; return it."""
+               started: float | None = None, **extra: Any) -> dict[str, Any]:
+    """Update summary.json with the final status, metrics, duration, error and extra fields; return it."""
     summary = read_json(run_dir / SUMMARY)
     summary.update(status=status, finished=datetime.now().isoformat(timespec="seconds"),
-                   metrics=metrics or {}, error=error)
+                   metrics=metrics or {}, error=error, **extra)
     if started is not None:
         summary["duration_s"] = round(time.time() - started, 2)
     checkpoints = run_dir / "checkpoints"

@@ -8,6 +8,7 @@ unless fail_fast is set.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dlkit import run_folder
-from dlkit.config import compose, expand_sweep, group_choices
+from dlkit.config import compose_with_choices, expand_sweep
 from dlkit.errors import DlkitError, UsageError
 
 log = logging.getLogger("dlkit")
@@ -38,14 +39,14 @@ class Job:
     status: str = "pending"
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    world_size: int = 1
 
 
 def prepare(overrides: list[str], config_dir: str | None = None) -> Job:
     """Compose and check one job's config (no folder is created, nothing is trained)."""
     from dlkit.checks import check
 
-    cfg = compose(overrides, config_dir)
-    choices = group_choices(overrides, config_dir) if overrides else group_choices([], config_dir)
+    cfg, choices = compose_with_choices(overrides, config_dir)
     check(cfg, choices)
     with open_dict(cfg):
         if cfg.get("name") is None:
@@ -105,22 +106,25 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, 
         run_folder.record_start(run_dir, job.cfg, job.overrides)
     job.status = "running"
     try:
-        with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path):
+        with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path) as children:
+            job.world_size = int(os.environ.get("WORLD_SIZE", len(children) + 1))
             job.metrics = train_model(job.cfg, ckpt_path=ckpt_path)
     except KeyboardInterrupt:
         job.status, job.error = "interrupted", "interrupted by the user"
         raise
     except UsageError as err:
-        job.status, job.error = "failed", str(err)
+        # the config asked for something impossible that only showed once the data was read: no run happened
+        job.status, job.error, writer = "refused", str(err), False
         raise
     except Exception as err:
-        job.status, job.error = "failed", f"{type(err).__name__}: {err}" if not isinstance(err, DlkitError) else str(err)
+        job.status = "failed"
+        job.error = str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}"
         raise
     else:
         job.status = "finished"
     finally:
         if writer:
-            run_folder.record_end(run_dir, job.status, job.metrics, job.error, started)
+            run_folder.record_end(run_dir, job.status, job.metrics, job.error, started, world_size=job.world_size)
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
     if writer:

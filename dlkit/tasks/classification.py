@@ -30,7 +30,9 @@ class ClassificationTask(Task):
             "f1": MulticlassF1Score(spec.num_classes, average="macro"),
         })
         # ModuleDict keys must not shadow nn.Module attributes such as `train`
-        self.metrics = nn.ModuleDict({f"{stage}_": metrics.clone(prefix=f"{stage}/") for stage in ("train", "val", "test")})
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_": metrics.clone(prefix=f"{stage}/") for stage in ("train", "val", "test")}
+        )
 
     def forward(self, inputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Class logits for a batch of inputs."""

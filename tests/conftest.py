@@ -1,0 +1,48 @@
+"""Shared test setup: hermetic caches, offline W&B, helpers to run the real console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Small, quick trainings through the real code path (checkpoints written, test run).
+QUICK = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2", "callbacks=minimal"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hermetic_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = tmp_path_factory.mktemp("dlkit-cache")
+    os.environ.setdefault("DLKIT_CACHE_DIR", str(cache / "cache"))
+    os.environ.setdefault("DLKIT_DATA_DIR", str(cache / "data"))
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.pop("WANDB_API_KEY", None)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+def dlkit_bin() -> str:
+    """The installed console script (next to this Python)."""
+    candidate = Path(sys.executable).with_name("dlkit")
+    return str(candidate) if candidate.exists() else "dlkit"
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `dlkit ARGS...` as a user would, capturing its output."""
+    return subprocess.run([dlkit_bin(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def run_folders(root: Path) -> list[Path]:
+    """Every run folder (one holding summary.json) under root/outputs."""
+    return sorted(p.parent for p in (root / "outputs").rglob("summary.json"))
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())

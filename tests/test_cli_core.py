@@ -1,0 +1,163 @@
+"""The core promises of `dlkit train` and `dlkit config`, through the real console script."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import QUICK, run_cli, run_folders, summary
+
+
+@pytest.mark.slow
+def test_default_train_reaches_95_percent_and_records_the_run(tmp_path):
+    result = run_cli("train", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = run_folders(tmp_path)
+    assert f"Run folder: {run}" in result.stdout.replace("\n", "")
+    assert "test/acc" in result.stdout
+    info = summary(run)
+    assert info["status"] == "finished"
+    assert info["metrics"]["test/acc"] >= 0.95
+    assert info["world_size"] == 1
+    for name in ("config.yaml", "overrides.yaml", "environment.json", "metrics.csv", "train.log"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert any(p.name.startswith("best-") for p in (run / "checkpoints").iterdir())
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["paths"]["run_dir"] == str(run)
+    assert config["model"]["_target_"] == "dlkit.models.mlp.MLP"
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert any(row.get("val/acc") for row in rows)
+    # the run folder name is <date>/<HH-MM-SS>-<6 hex>
+    assert run.parent.parent == tmp_path / "outputs"
+    time_part, run_id = run.name.rsplit("-", 1)
+    assert len(run_id) == 6 and int(run_id, 16) >= 0
+
+
+@pytest.mark.slow
+def test_overrides_reach_the_composed_config(tmp_path):
+    result = run_cli("train", *QUICK, "optimizer=sgd", "optimizer.lr=0.05", "model.hidden_sizes=[32]",
+                     "~callbacks.model_checkpoint", "tags=[smoke]", "+note=hello", "seed=0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = run_folders(tmp_path)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["optimizer"]["_target_"] == "torch.optim.SGD"
+    assert config["optimizer"]["lr"] == 0.05
+    assert config["model"]["hidden_sizes"] == [32]
+    assert "model_checkpoint" not in config["callbacks"]
+    assert config["seed"] == 0
+    assert config["tags"] == ["smoke"] and config["note"] == "hello"
+    assert "optimizer=sgd" in yaml.safe_load((run / "overrides.yaml").read_text())
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_multirun_runs_every_combination_in_its_own_folder(tmp_path):
+    result = run_cli("train", "-m", *QUICK, "optimizer.lr=1e-2,1e-3", "seed=0,1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = run_folders(tmp_path)
+    assert len(runs) == 4
+    assert {r.name for r in runs} == {"0", "1", "2", "3"}
+    assert len({r.parent for r in runs}) == 1 and runs[0].parent.parent.parent.name == "multirun"
+    seen = {(yaml.safe_load((r / "config.yaml").read_text())["optimizer"]["lr"],
+             yaml.safe_load((r / "config.yaml").read_text())["seed"]) for r in runs}
+    assert seen == {(1e-2, 0), (1e-2, 1), (1e-3, 0), (1e-3, 1)}
+    assert all(summary(r)["status"] == "finished" for r in runs)
+    assert "Multirun" in result.stdout
+
+
+def test_config_show_prints_the_composed_yaml(tmp_path):
+    result = run_cli("config", "show", "optimizer=sgd", "optimizer.lr=0.5", "precision=bf16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["optimizer"]["lr"] == 0.5
+    assert config["trainer"]["precision"] == "bf16-mixed"
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_help_and_config_show_do_not_import_torch(tmp_path):
+    code = ("import sys; from dlkit import cli; sys.argv = ['dlkit', 'config', 'show']\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'pytorch_lightning' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    help_text = run_cli("train", "--help", cwd=tmp_path)
+    assert help_text.returncode == 0
+    assert "optimizer.lr" in help_text.stdout and "-m" in help_text.stdout
+
+
+def test_config_list_shows_groups_options_and_descriptions(tmp_path):
+    result = run_cli("config", "list", cwd=tmp_path)
+    assert result.returncode == 0
+    for group in ("model", "data", "optimizer", "scheduler", "trainer", "precision", "logger", "callbacks",
+                  "debug", "experiment", "paths"):
+        assert group in result.stdout
+    one = run_cli("config", "list", "trainer", cwd=tmp_path)
+    assert "ddp_cpu" in one.stdout and "gloo" in one.stdout and "optimizer" not in one.stdout
+    bad = run_cli("config", "list", "modle", cwd=tmp_path)
+    assert bad.returncode == 2 and "Did you mean model?" in bad.stderr
+
+
+def test_user_conf_overrides_and_extends_packaged_options(tmp_path):
+    copied = run_cli("config", "copy", "model/mlp", cwd=tmp_path)
+    assert copied.returncode == 0, copied.stderr
+    target = tmp_path / "conf" / "model" / "mlp.yaml"
+    target.write_text(target.read_text().replace("hidden_sizes: [256, 128]", "hidden_sizes: [7]"))
+    (tmp_path / "conf" / "optimizer").mkdir()
+    (tmp_path / "conf" / "optimizer" / "slow_sgd.yaml").write_text(
+        "# my own optimizer\n_target_: torch.optim.SGD\n_partial_: true\nlr: 0.001\n")
+    shown = yaml.safe_load(run_cli("config", "show", "optimizer=slow_sgd", cwd=tmp_path).stdout)
+    assert shown["model"]["hidden_sizes"] == [7]
+    assert shown["optimizer"]["lr"] == 0.001
+    listed = run_cli("config", "list", "optimizer", cwd=tmp_path).stdout
+    assert "slow_sgd" in listed and "my own optimizer" in listed
+    again = run_cli("config", "copy", "model/mlp", cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    # --config-dir points elsewhere
+    other = tmp_path / "elsewhere"
+    (other / "model").mkdir(parents=True)
+    (other / "model" / "mlp.yaml").write_text("_target_: dlkit.models.mlp.MLP\nhidden_sizes: [3]\n")
+    shown = yaml.safe_load(run_cli("config", "show", "--config-dir", str(other), cwd=tmp_path).stdout)
+    assert shown["model"]["hidden_sizes"] == [3]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["model=mlpp"], "Did you mean mlp?"),
+    (["optimizer.lrr=1"], "Did you mean optimizer.lr?"),
+    (["optimizer.lr=abc"], "optimizer.lr='abc' should be a number"),
+    (["--config-dir", "no/such/dir"], "--config-dir no/such/dir: no such folder"),
+    (["precision=16"], "needs a CUDA GPU"),
+    (["trainer=gpu"], "needs a CUDA GPU and none is visible"),
+    (["optimizer.lr=1e-3,1e-4"], "add -m"),
+    (["trainer.max_epochs=1.5"], "should be an integer"),
+])
+def test_bad_input_is_one_clear_line_exit_2_and_no_run_folder(tmp_path, args, expected):
+    result = run_cli("train", *args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[0].startswith("error:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    result = run_cli("--verbose", "train", "model=mlpp", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "Did you mean mlp?" in result.stderr
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics_and_seed_zero_counts(tmp_path):
+    from dlkit import runner
+
+    def metrics(seed: str) -> dict:
+        [job] = runner.train([*QUICK, f"seed={seed}", "paths.output_dir=" + str(tmp_path / "outputs")])
+        return {k: v for k, v in job.metrics.items() if k.startswith(("val/", "test/"))}
+
+    first, second, other = metrics("0"), metrics("0"), metrics("1")
+    assert first == second
+    assert first != other
