@@ -161,3 +161,29 @@ def test_same_seed_same_metrics_and_seed_zero_counts(tmp_path):
     first, second, other = metrics("0"), metrics("0"), metrics("1")
     assert first == second
     assert first != other
+
+
+def test_shell_completion_offers_groups_and_options(tmp_path):
+    env = {"_DLKIT_COMPLETE": "complete_bash", "COMP_WORDS": "dlkit train precision=", "COMP_CWORD": "2"}
+    result = run_cli(cwd=tmp_path, env=env)
+    assert result.stdout.split() == ["precision=16", "precision=32", "precision=bf16"]
+    env.update(COMP_WORDS="dlkit train opt")
+    assert run_cli(cwd=tmp_path, env=env).stdout.split() == ["optimizer="]
+    env.update(COMP_WORDS="dlkit con", COMP_CWORD="1")
+    assert "config" in run_cli(cwd=tmp_path, env=env).stdout.split()
+
+
+def test_run_folders_started_in_the_same_second_never_collide(tmp_path):
+    from dlkit.run_folder import new_folder
+
+    folders = {new_folder(tmp_path) for _ in range(50)}
+    assert len(folders) == 50 and all(f.is_dir() for f in folders)
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains_on_the_cpu(tmp_path):
+    result = run_cli("train", "precision=bf16", *QUICK, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = run_folders(tmp_path)
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["precision"] == "bf16-mixed"
+    assert summary(run)["status"] == "finished"
