@@ -144,42 +144,34 @@ def config_copy(
 
 def main() -> None:
     """Entry point: run the app and turn errors into one line and an exit code."""
+    import click
+
     verbose = "--verbose" in sys.argv or "-v" in sys.argv[1:2] or os.environ.get("DLKIT_VERBOSE") == "1"
     try:
-        app(standalone_mode=False)
+        # without standalone mode Typer returns the code of an Exit (Ctrl+C gives 130) instead of exiting
+        code = app(standalone_mode=False)
     except DlkitError as err:
         _fail(err, err.exit_code, verbose)
-    except KeyboardInterrupt:
-        typer.secho("Interrupted.", fg="yellow", err=True)
+    except click.ClickException as err:  # Typer's own usage errors (unknown option, missing argument)
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
         sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except SystemExit:
-        raise
     except Exception as err:  # noqa: BLE001 - every failure becomes one line (traceback with --verbose)
-        import click
-
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        _fail(err, 1, verbose, prefix=f"{type(err).__name__}: ")
+        _fail(err, 1, verbose)
+    if code == 130:
+        typer.secho("Interrupted.", fg="yellow", err=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail(err: BaseException, code: int, verbose: bool, prefix: str = "") -> None:
-    cause = err
-    while type(cause).__name__ == "InstantiationException" and cause.__cause__ is not None:
-        cause = cause.__cause__  # Hydra wraps the real error of a constructor: show that one
-    if cause is not err:
-        return _fail_with(err, cause, code, verbose)
-    _fail_with(err, err, code, verbose, prefix)
-
-
-def _fail_with(err: BaseException, shown: BaseException, code: int, verbose: bool, prefix: str = "") -> None:
+def _fail(err: BaseException, code: int, verbose: bool) -> None:
+    """Print one line for the error (the real cause, not Hydra's wrapper), the traceback if verbose, and exit."""
+    shown = err
+    while type(shown).__name__ == "InstantiationException" and shown.__cause__ is not None:
+        shown = shown.__cause__  # Hydra wraps the error a constructor raised: show that one
     if isinstance(shown, DlkitError):
-        code = shown.exit_code
-    elif not prefix:
+        code, prefix = shown.exit_code, ""
+    else:
         prefix = f"{type(shown).__name__}: "
     if verbose:
         import traceback

@@ -109,9 +109,10 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, 
         with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path) as children:
             job.world_size = int(os.environ.get("WORLD_SIZE", len(children) + 1))
             job.metrics = train_model(job.cfg, ckpt_path=ckpt_path)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # Lightning turns Ctrl+C into a graceful shutdown followed by SystemExit(1)
         job.status, job.error = "interrupted", "interrupted by the user"
-        raise
+        raise KeyboardInterrupt from stop
     except UsageError as err:
         # the config asked for something impossible that only showed once the data was read: no run happened
         job.status, job.error, writer = "refused", str(err), False

@@ -187,3 +187,26 @@ def test_bf16_mixed_precision_trains_on_the_cpu(tmp_path):
     [run] = run_folders(tmp_path)
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["precision"] == "bf16-mixed"
     assert summary(run)["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_run_interrupted(tmp_path):
+    import signal
+    import time
+
+    from conftest import dlkit_bin
+
+    # a shell's background job may ignore SIGINT; the child gets the default back, as in a terminal
+    process = subprocess.Popen([dlkit_bin(), "train", "trainer.max_epochs=100000", "callbacks=minimal"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "outputs").rglob("metrics.csv")):
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Interrupted." in err
+    [run] = run_folders(tmp_path)
+    assert summary(run)["status"] == "interrupted"
