@@ -1,0 +1,363 @@
+"""Text classification datamodules: files (CSV/TSV/JSON Lines), Hugging Face datasets, and a synthetic default.
+
+All share `TextClassificationDataModule`: labels indexed from the training split, a tokenizer trained on it
+(cached on disk by data and settings) or loaded from `tokenizer.path`, every split encoded in one batched
+call, batches padded to their longest text, and an optional length-bucketing sampler.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dlkit.data.base import DataModule, split_indices
+from dlkit.data.spec import DataSpec
+from dlkit.data.tokenizers import cached_tokenizer, encode, fingerprint, load_tokenizer, special_ids
+from dlkit.errors import DlkitError, UsageError
+
+
+@dataclass
+class Example:
+    """One labelled text, optionally with a second text (sentence-pair tasks)."""
+
+    text: str
+    label: str
+    pair: str | None = None
+
+
+class EncodedTexts(Dataset):
+    """Token ids and label indices of one split."""
+
+    def __init__(self, ids: list[list[int]], labels: list[int], type_ids: list[list[int]] | None = None) -> None:
+        self.ids, self.labels, self.type_ids = ids, labels, type_ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[list[int], list[int] | None, int]:
+        return self.ids[index], self.type_ids[index] if self.type_ids else None, self.labels[index]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to the longest sequence: (ids [B, T], mask [B, T] with 1 on real tokens)."""
+    longest = max(1, max(len(s) for s in sequences))
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+class TextCollator:
+    """Batches of (ids, type_ids, label) into ({input_ids, attention_mask, token_type_ids}, labels)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[tuple[list[int], list[int] | None, int]]) -> tuple[dict, torch.Tensor]:
+        ids, mask = pad_batch([item[0] for item in items], self.pad_id)
+        type_ids = torch.zeros_like(ids)
+        for row, item in enumerate(items):
+            if item[1] is not None:
+                type_ids[row, : len(item[1])] = torch.as_tensor(item[1])
+        labels = torch.tensor([item[2] for item in items], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}, labels
+
+
+class BucketSampler(Sampler[list[int]]):
+    """Batches of similar lengths (shuffled within buckets of 50 batches, then batch order shuffled) to cut padding."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0) -> None:
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.epoch = list(lengths), batch_size, shuffle, seed, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)
+        chunk = self.batch_size * 50
+        batches = []
+        for start in range(0, len(order), chunk):
+            piece = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
+            batches += [piece[i:i + self.batch_size] for i in range(0, len(piece), self.batch_size)]
+        if self.shuffle:
+            rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+class TextClassificationDataModule(DataModule):
+    """Subclasses provide the examples of each split (`load_splits`); this class does the rest."""
+
+    kind = "text_classification"
+
+    def __init__(self, batch_size: int = 64, tokenizer: dict[str, Any] | None = None, max_length: int | None = 256,
+                 add_special_tokens: bool = False, bucketing: bool = False, val_fraction: float = 0.1,
+                 test_fraction: float = 0.1, split_seed: int = 0, cache_dir: str | None = None,
+                 num_workers: int | None = 0, pin_memory: bool | None = None) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        self.tokenizer_settings = {"kind": "word", "vocab_size": 30000, "min_frequency": 1, "lowercase": True,
+                                   "path": None, **(tokenizer or {})}
+        self.max_length, self.add_special_tokens, self.bucketing = max_length, add_special_tokens, bucketing
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")
+        self.tokenizer = None
+        self.labels: list[str] = []
+
+    # -- what subclasses provide ------------------------------------------------------------------------
+    def load_splits(self) -> dict[str, list[Example]]:
+        """Examples of 'train' and, when the source has them, 'val' and 'test'."""
+        raise NotImplementedError
+
+    def source_id(self) -> Any:
+        """What identifies the data for the tokenizer cache (files with sizes and times, or settings)."""
+        raise NotImplementedError
+
+    # -- setup -----------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        splits = self._complete_splits(self.load_splits())
+        self.labels = sorted({ex.label for ex in splits["train"]})
+        for name in ("val", "test"):
+            unseen = sorted({ex.label for ex in splits[name]} - set(self.labels))
+            if unseen:
+                raise DlkitError(f"label {unseen[0]!r} appears in the {name} split but never in train: "
+                                 "every label needs training examples.")
+        self.tokenizer = self._tokenizer([ex.text for ex in splits["train"]] +
+                                         [ex.pair for ex in splits["train"] if ex.pair])
+        ids = special_ids(self.tokenizer)
+        self.pad_id = ids["pad"] if ids["pad"] is not None else 0
+        self.collate_fn = TextCollator(self.pad_id)
+        self.train_set, self.val_set, self.test_set = (self._encode(splits[n]) for n in ("train", "val", "test"))
+        self._spec = DataSpec(kind=self.kind, num_classes=len(self.labels), class_names=self.labels,
+                              vocab_size=self.tokenizer.get_vocab_size(), pad_id=self.pad_id,
+                              mask_id=ids["mask"], max_length=self.max_length, tokenizer_path=self.tokenizer_file)
+
+    def _complete_splits(self, splits: dict[str, list[Example]]) -> dict[str, list[Example]]:
+        """Cut validation (and test) splits out of train when the source has none."""
+        train = splits.get("train") or []
+        if not train:
+            raise DlkitError(f"{type(self).__name__}: the training split is empty")
+        missing = [name for name in ("val", "test") if not splits.get(name)]
+        if missing:
+            fractions = {"val": self.val_fraction, "test": self.test_fraction}
+            cut = [fractions[name] for name in missing]
+            parts = split_indices(len(train), (1.0 - sum(cut), *cut), self.split_seed)
+            splits = dict(splits, train=[train[i] for i in parts[0]])
+            for name, part in zip(missing, parts[1:]):
+                splits[name] = [train[i] for i in part]
+        for name in ("train", "val", "test"):
+            if not splits[name]:
+                raise DlkitError(f"{type(self).__name__}: the {name} split is empty (too few examples?)")
+        return splits
+
+    def _tokenizer(self, texts: list[str]):
+        settings = dict(self.tokenizer_settings)
+        path = settings.pop("path")
+        if path:
+            self.tokenizer_file = str(Path(path))
+            tokenizer = load_tokenizer(path, lowercase=settings["lowercase"])
+            if Path(path).suffix != ".json":  # keep a tokenizer.json beside the cache for models and predict
+                key = fingerprint("loaded", str(Path(path).resolve()), settings["lowercase"])
+                self.tokenizer_file = str(Path(self.cache_dir) / "tokenizers" / f"{key}.json")
+                Path(self.tokenizer_file).parent.mkdir(parents=True, exist_ok=True)
+                tokenizer.save(self.tokenizer_file)
+            return tokenizer
+        key = fingerprint(self.source_id(), settings)
+        self.tokenizer_file = str(Path(self.cache_dir).expanduser() / "tokenizers" / f"{key}.json")
+        return cached_tokenizer(self.cache_dir, key, texts, length=len(texts), **settings)
+
+    def _encode(self, examples: list[Example]) -> EncodedTexts:
+        pairs = [ex.pair or "" for ex in examples] if any(ex.pair for ex in examples) else None
+        # sentence pairs are always framed [CLS] a [SEP] b [SEP], so a model can tell the two texts apart
+        ids = encode(self.tokenizer, [ex.text for ex in examples], pairs=pairs, max_length=self.max_length,
+                     add_special=self.add_special_tokens or pairs is not None)
+        sep = special_ids(self.tokenizer)["sep"]
+        type_ids = [_segments(seq, sep) for seq in ids] if pairs is not None else None
+        index = {label: i for i, label in enumerate(self.labels)}
+        return EncodedTexts(ids, [index[ex.label] for ex in examples], type_ids)
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.bucketing:
+            return super().train_dataloader()
+        sampler = BucketSampler([len(s) for s in self.train_set.ids], self.batch_size, seed=self.split_seed)
+        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate_fn, **self.loader_kwargs)
+
+    # -- prediction ------------------------------------------------------------------------------------
+    def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
+        """A batch of model inputs for raw texts (a tab separates the two texts of a pair)."""
+        texts = [line.split("\t", 1) for line in raw]
+        examples = [Example(t[0], self.labels[0], t[1] if len(t) > 1 else None) for t in texts]
+        inputs, _ = self.collate_fn([self._encode(examples)[i] for i in range(len(examples))])
+        return inputs
+
+
+def _segments(ids: list[int], sep: int | None) -> list[int]:
+    """Segment ids: 0 up to and including the first [SEP], 1 after it."""
+    if sep is None or sep not in ids:
+        return [0] * len(ids)
+    first = ids.index(sep)
+    return [0] * (first + 1) + [1] * (len(ids) - first - 1)
+
+
+# -- sources ---------------------------------------------------------------------------------------------
+def read_table(path: Path, text_column: str, label_column: str, pair_column: str | None,
+               file_format: str | None = None) -> list[Example]:
+    """Examples from a CSV, TSV or JSON Lines file; a bad row or missing column stops with its location."""
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist: check data.train_file / val_file / test_file.")
+    fmt = file_format or {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{path}: unknown format; name it .csv, .tsv or .jsonl, or set data.format=csv|tsv|jsonl.")
+    with open(path, encoding="utf-8", newline="") as handle:
+        if fmt == "jsonl":
+            rows = []
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise DlkitError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+        else:
+            rows = list(csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t"))
+    columns = set(rows[0]) if rows else set()
+    for needed in (text_column, label_column, pair_column):
+        if needed is not None and rows and needed not in columns:
+            from dlkit.errors import did_you_mean
+
+            raise UsageError(f"{path} has no column {needed!r}.{did_you_mean(needed, columns)} "
+                             f"Columns: {', '.join(sorted(columns))}.")
+    examples = []
+    for number, row in enumerate(rows, 2 if fmt != "jsonl" else 1):
+        text, label = row.get(text_column), row.get(label_column)
+        if text is None or label is None or (pair_column and row.get(pair_column) is None):
+            raise DlkitError(f"{path}: row {number} is missing its {text_column!r} or {label_column!r} value")
+        examples.append(Example(str(text), str(label), str(row[pair_column]) if pair_column else None))
+    return examples
+
+
+class TextFilesDataModule(TextClassificationDataModule):
+    """Texts and labels from CSV, TSV or JSON Lines files: a train file, optional validation and test files."""
+
+    def __init__(self, train_file: str, val_file: str | None = None, test_file: str | None = None,
+                 text_column: str = "text", label_column: str = "label", text_pair_column: str | None = None,
+                 format: str | None = None, **kwargs: Any) -> None:  # noqa: A002 - the config key users write
+        super().__init__(**kwargs)
+        self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.columns = (text_column, label_column, text_pair_column)
+        self.file_format = format
+
+    def load_splits(self) -> dict[str, list[Example]]:
+        if not self.files["train"]:
+            raise UsageError("data=text_files needs data.train_file=PATH (CSV, TSV or JSON Lines).")
+        return {name: read_table(Path(path).expanduser(), *self.columns, self.file_format)
+                for name, path in self.files.items() if path}
+
+    def source_id(self) -> Any:
+        return [str(Path(p).expanduser()) for p in self.files.values() if p] + [self.columns]
+
+
+class HFTextDataModule(TextClassificationDataModule):
+    """A Hugging Face dataset by name (downloaded on first use into paths.data_dir) or a local dataset folder."""
+
+    def __init__(self, name: str, subset: str | None = None, text_column: str = "text", label_column: str = "label",
+                 text_pair_column: str | None = None, train_split: str = "train", val_split: str | None = None,
+                 test_split: str | None = "test", data_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name, self.subset, self.data_dir = name, subset, data_dir
+        self.columns = (text_column, label_column, text_pair_column)
+        self.split_names = {"train": train_split, "val": val_split, "test": test_split}
+
+    def prepare_data(self) -> None:
+        self._load()
+
+    def _load(self):
+        try:
+            import datasets
+        except ImportError as err:
+            raise UsageError("data=hf_text needs the Hugging Face `datasets` package: pip install 'dlkit[hf]'") from err
+        try:
+            return datasets.load_dataset(self.name, self.subset, cache_dir=self.data_dir)
+        except (ConnectionError, OSError, ValueError) as err:
+            if Path(self.name).exists():
+                raise
+            raise DlkitError(f"could not load Hugging Face dataset {self.name!r} ({type(err).__name__}); offline, "
+                             "point data.name at a local folder of train/test files, or use data=text_files.") from err
+
+    def load_splits(self) -> dict[str, list[Example]]:
+        dataset = self._load()
+        text, label, pair = self.columns
+        splits = {}
+        for name, split in self.split_names.items():
+            if split is None:
+                continue
+            if split not in dataset:
+                raise UsageError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(dataset)}.")
+            part = dataset[split]
+            missing = [c for c in (text, label, pair) if c and c not in part.column_names]
+            if missing:
+                raise UsageError(f"dataset {self.name!r} has no column {missing[0]!r}; columns: "
+                                 f"{', '.join(part.column_names)}.")
+            names = part.features[label].names if hasattr(part.features[label], "names") else None
+            labels = [names[v] if names else str(v) for v in part[label]]
+            pairs = part[pair] if pair else [None] * len(labels)
+            splits[name] = [Example(str(t), lab, p) for t, lab, p in zip(part[text], labels, pairs)]
+        return splits
+
+    def source_id(self) -> Any:
+        return [self.name, self.subset, self.columns, self.split_names]
+
+
+# -- the offline default --------------------------------------------------------------------------------
+SUBJECTS = ["the movie", "the film", "the plot", "the acting", "the music", "the story", "the ending", "the cast",
+            "the script", "the director", "the camera work", "the dialogue"]
+POSITIVE = ["good", "great", "wonderful", "excellent", "brilliant", "moving", "superb", "delightful", "fun"]
+NEGATIVE = ["bad", "awful", "boring", "terrible", "dull", "weak", "poor", "clumsy", "tedious"]
+VERBS = ["was", "is", "seemed", "felt"]
+INTENSIFIERS = ["", "", "very", "really", "truly", "quite"]
+
+
+def synthetic_review(rng: random.Random) -> tuple[str, str]:
+    """A made-up review and its label: a clause is positive unless its adjective or a `not` makes it negative,
+    and after `but` the second clause decides. Bag-of-words cannot solve it: order and scope matter."""
+
+    def clause() -> tuple[str, bool]:
+        positive = rng.random() < 0.5
+        negated = rng.random() < 0.5
+        words = [rng.choice(SUBJECTS), rng.choice(VERBS), "not" if negated else "", rng.choice(INTENSIFIERS),
+                 rng.choice(POSITIVE if positive else NEGATIVE)]
+        return " ".join(w for w in words if w), positive != negated
+
+    first, sentiment = clause()
+    if rng.random() < 0.5:
+        second, sentiment = clause()
+        first = f"{first} but {second}"
+    return first, "positive" if sentiment else "negative"
+
+
+class SyntheticSentimentDataModule(TextClassificationDataModule):
+    """SYNTHETIC reviews generated in code (negation and `but` clauses), so text models train offline."""
+
+    def __init__(self, num_examples: int = 6000, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_examples, self.seed = num_examples, seed
+
+    def load_splits(self) -> dict[str, list[Example]]:
+        rng = random.Random(self.seed)
+        return {"train": [Example(*synthetic_review(rng)) for _ in range(self.num_examples)]}
+
+    def source_id(self) -> Any:
+        return ["synthetic_sentiment", self.num_examples, self.seed]
