@@ -1,0 +1,154 @@
+"""Text classification data: files, pairs, Hugging Face loading on local files, caching, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from dlkit.data.text import (
+    BucketSampler,
+    HFTextDataModule,
+    SyntheticSentimentDataModule,
+    TextFilesDataModule,
+    synthetic_review,
+)
+from dlkit.errors import DlkitError, UsageError
+
+
+def _write_csv(path, rows, header="text,label"):
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_tsv_and_jsonl_files_give_the_same_data(tmp_path):
+    rows = [("a great movie", "pos"), ("a dull movie", "neg")] * 20
+    _write_csv(tmp_path / "d.csv", [f"{t},{lab}" for t, lab in rows])
+    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(f"{t}\t{lab}" for t, lab in rows) + "\n")
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": t, "label": lab}) for t, lab in rows) + "\n")
+    specs = []
+    for name in ("d.csv", "d.tsv", "d.jsonl"):
+        dm = TextFilesDataModule(train_file=str(tmp_path / name), cache_dir=str(tmp_path / "cache"), batch_size=8)
+        dm.setup()
+        specs.append((dm.spec.num_classes, dm.spec.class_names, len(dm.train_set), len(dm.val_set), len(dm.test_set)))
+        inputs, labels = next(iter(dm.train_dataloader()))
+        assert set(inputs) == {"input_ids", "attention_mask", "token_type_ids"}
+        assert inputs["input_ids"].shape == inputs["attention_mask"].shape and labels.shape == (8,)
+    assert specs[0] == specs[1] == specs[2] == (2, ["neg", "pos"], 32, 4, 4)
+
+
+def test_batches_are_padded_to_their_longest_text(tmp_path):
+    rows = ["short,a", "a much much longer text than the other one,b"] * 4
+    dm = TextFilesDataModule(train_file=str(_write_csv(tmp_path / "d.csv", rows)), cache_dir=str(tmp_path),
+                             batch_size=2, val_fraction=0.25, test_fraction=0.25)
+    dm.setup()
+    lengths = [len(ids) for ids in dm.train_set.ids]
+    inputs, _ = dm.collate_fn([dm.train_set[i] for i in range(len(dm.train_set))])
+    assert inputs["input_ids"].shape[1] == max(lengths)
+    assert inputs["attention_mask"].sum(1).tolist() == lengths
+    assert (inputs["input_ids"][inputs["attention_mask"] == 0] == dm.spec.pad_id).all()
+
+
+def test_sentence_pairs_get_cls_sep_framing_and_segment_ids(tmp_path):
+    path = tmp_path / "pairs.csv"
+    _write_csv(path, ["a cat sat,the cat is sitting,yes", "a dog ran,nobody moved,no"] * 10, header="a,b,label")
+    dm = TextFilesDataModule(train_file=str(path), text_column="a", text_pair_column="b", cache_dir=str(tmp_path))
+    dm.setup()
+    ids, types, _ = dm.train_set[0]
+    tok = dm.tokenizer
+    assert ids[0] == tok.token_to_id("[CLS]") and ids[-1] == tok.token_to_id("[SEP]")
+    first_sep = ids.index(tok.token_to_id("[SEP]"))
+    assert types == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
+    assert 1 in types
+
+
+def test_tokenizer_is_cached_and_100k_rows_encode_fast(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    rows = [",".join(synthetic_review(rng)) for _ in range(100_000)]
+    path = _write_csv(tmp_path / "big.csv", rows)
+    start = time.perf_counter()
+    dm = TextFilesDataModule(train_file=str(path), cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    first = time.perf_counter() - start
+    assert len(dm.train_set) == 80_000
+    cached = list((tmp_path / "cache" / "tokenizers").glob("*.json"))
+    assert len(cached) == 1
+    again = TextFilesDataModule(train_file=str(path), cache_dir=str(tmp_path / "cache"))
+    again.setup()
+    assert again.train_set.ids[:50] == dm.train_set.ids[:50]
+    assert first < 60  # generous: the benchmark measures it properly
+
+
+@pytest.mark.parametrize(("content", "kwargs", "error", "message"), [
+    (None, {}, UsageError, "does not exist"),
+    ("text,label\nhello,a\n", {"label_column": "lable"}, UsageError, "no column 'lable'. Did you mean label?"),
+    ("text,label\n" + "hi,a\n" * 30 + "hi\n", {}, DlkitError, "row 32 is missing"),
+    ("text,label\n", {}, DlkitError, "training split is empty"),
+])
+def test_bad_text_files_fail_with_one_clear_line(tmp_path, content, kwargs, error, message):
+    path = tmp_path / "d.csv"
+    if content is not None:
+        path.write_text(content)
+    dm = TextFilesDataModule(train_file=str(path), cache_dir=str(tmp_path), **kwargs)
+    with pytest.raises(error, match=message):
+        dm.setup()
+
+
+def test_bad_json_row_and_label_only_in_test(tmp_path):
+    bad = tmp_path / "d.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n{not json}\n')
+    with pytest.raises(DlkitError, match=r"d.jsonl:2: not valid JSON"):
+        TextFilesDataModule(train_file=str(bad), cache_dir=str(tmp_path)).setup()
+    train = _write_csv(tmp_path / "train.csv", ["good,pos", "bad,neg"] * 10)
+    test = _write_csv(tmp_path / "test.csv", ["meh,neutral"])
+    with pytest.raises(DlkitError, match="'neutral' appears in the test split but never in train"):
+        TextFilesDataModule(train_file=str(train), test_file=str(test), cache_dir=str(tmp_path)).setup()
+
+
+def test_bucketing_groups_similar_lengths_and_covers_every_example():
+    lengths = [1, 50, 2, 49, 3, 48, 4, 47] * 10
+    batches = list(BucketSampler(lengths, batch_size=4, seed=0))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert max(spreads) <= 3
+
+
+def test_synthetic_data_needs_word_order():
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    examples = SyntheticSentimentDataModule(num_examples=6000, cache_dir="unused").load_splits()["train"]
+    texts, labels = [ex.text for ex in examples], [ex.label for ex in examples]
+    assert 0.4 < labels.count("positive") / len(labels) < 0.6
+    # a bag-of-words classifier stays far from the ~100% the sequence models reach (test_models_zoo)
+    words = CountVectorizer().fit(texts[:5000])
+    bow = LogisticRegression(max_iter=2000).fit(words.transform(texts[:5000]), labels[:5000])
+    assert bow.score(words.transform(texts[5000:]), labels[5000:]) < 0.85
+
+
+def test_hf_text_loads_a_local_dataset_folder_the_way_it_loads_the_hub(tmp_path):
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    _write_csv(folder / "train.csv", ["great fun,1", "awful mess,0"] * 20)
+    _write_csv(folder / "test.csv", ["great,1", "awful,0"])
+    dm = HFTextDataModule(name=str(folder), cache_dir=str(tmp_path / "cache"), data_dir=str(tmp_path / "hf"))
+    dm.prepare_data()
+    dm.setup()
+    assert dm.spec.num_classes == 2 and len(dm.test_set) == 2 and len(dm.val_set) == 4
+    missing = HFTextDataModule(name="no-such-user/no-such-dataset", cache_dir=str(tmp_path),
+                               data_dir=str(tmp_path / "hf"))
+    with pytest.raises(DlkitError, match="could not load Hugging Face dataset 'no-such-user/no-such-dataset'"):
+        missing.prepare_data()
+
+
+def test_encode_inputs_turns_raw_text_into_a_model_batch(tmp_path):
+    dm = TextFilesDataModule(train_file=str(_write_csv(tmp_path / "d.csv", ["good film,pos", "bad film,neg"] * 10)),
+                             cache_dir=str(tmp_path))
+    dm.setup()
+    batch = dm.encode_inputs(["good film", "a bad bad film"])
+    assert batch["input_ids"].shape == (2, 4) and batch["attention_mask"].sum().item() == 6
+    assert isinstance(batch["input_ids"], torch.Tensor)
