@@ -152,3 +152,18 @@ def test_encode_inputs_turns_raw_text_into_a_model_batch(tmp_path):
     batch = dm.encode_inputs(["good film", "a bad bad film"])
     assert batch["input_ids"].shape == (2, 4) and batch["attention_mask"].sum().item() == 6
     assert isinstance(batch["input_ids"], torch.Tensor)
+
+
+def test_encoded_cache_is_invalidated_when_the_file_changes(tmp_path):
+    path = _write_csv(tmp_path / "d.csv", ["good film,pos", "bad film,neg"] * 10)
+    first = TextFilesDataModule(train_file=str(path), cache_dir=str(tmp_path / "c"))
+    first.setup()
+    assert len(list((tmp_path / "c" / "encoded").glob("*.npz"))) == 1
+    time.sleep(0.01)
+    _write_csv(path, ["good film,pos", "bad film,neg", "fine film,meh"] * 10)
+    second = TextFilesDataModule(train_file=str(path), cache_dir=str(tmp_path / "c"))
+    second.setup()
+    assert second.spec.class_names == ["meh", "neg", "pos"]
+    warm = TextFilesDataModule(train_file=str(path), cache_dir=str(tmp_path / "c"))
+    warm.setup()
+    assert warm.train_set.ids == second.train_set.ids and warm.spec.as_dict() == second.spec.as_dict()

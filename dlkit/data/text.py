@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -129,22 +131,33 @@ class TextClassificationDataModule(DataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        splits = self._complete_splits(self.load_splits())
-        self.labels = sorted({ex.label for ex in splits["train"]})
-        for name in ("val", "test"):
-            unseen = sorted({ex.label for ex in splits[name]} - set(self.labels))
-            if unseen:
-                raise DlkitError(f"label {unseen[0]!r} appears in the {name} split but never in train: "
-                                 "every label needs training examples.")
-        self.tokenizer = self._tokenizer([ex.text for ex in splits["train"]] +
-                                         [ex.pair for ex in splits["train"] if ex.pair])
+        cache = Path(self.cache_dir).expanduser() / "encoded" / f"{self._encoded_key()}.npz"
+        if cache.is_file():  # warm: labels, tokenizer and ids of every split from the cache, no text read
+            self.labels, encoded = _load_encoded(cache)
+            self.tokenizer = self._tokenizer(None)
+        else:
+            splits = self._complete_splits(self.load_splits())
+            self.labels = sorted({ex.label for ex in splits["train"]})
+            for name in ("val", "test"):
+                unseen = sorted({ex.label for ex in splits[name]} - set(self.labels))
+                if unseen:
+                    raise DlkitError(f"label {unseen[0]!r} appears in the {name} split but never in train: "
+                                     "every label needs training examples.")
+            self.tokenizer = self._tokenizer([ex.text for ex in splits["train"]] +
+                                             [ex.pair for ex in splits["train"] if ex.pair])
+            encoded = {name: self._encode(splits[name]) for name in ("train", "val", "test")}
+            _save_encoded(cache, self.labels, encoded)
         ids = special_ids(self.tokenizer)
         self.pad_id = ids["pad"] if ids["pad"] is not None else 0
         self.collate_fn = TextCollator(self.pad_id)
-        self.train_set, self.val_set, self.test_set = (self._encode(splits[n]) for n in ("train", "val", "test"))
+        self.train_set, self.val_set, self.test_set = encoded["train"], encoded["val"], encoded["test"]
         self._spec = DataSpec(kind=self.kind, num_classes=len(self.labels), class_names=self.labels,
                               vocab_size=self.tokenizer.get_vocab_size(), pad_id=self.pad_id,
                               mask_id=ids["mask"], max_length=self.max_length, tokenizer_path=self.tokenizer_file)
+
+    def _encoded_key(self) -> str:
+        return fingerprint("encoded", self.source_id(), self.tokenizer_settings, self.max_length,
+                           self.add_special_tokens, self.val_fraction, self.test_fraction, self.split_seed)
 
     def _complete_splits(self, splits: dict[str, list[Example]]) -> dict[str, list[Example]]:
         """Cut validation (and test) splits out of train when the source has none."""
@@ -164,7 +177,8 @@ class TextClassificationDataModule(DataModule):
                 raise DlkitError(f"{type(self).__name__}: the {name} split is empty (too few examples?)")
         return splits
 
-    def _tokenizer(self, texts: list[str]):
+    def _tokenizer(self, texts: list[str] | None):
+        """The configured tokenizer: loaded from tokenizer.path, or trained on texts (cached; None: from cache)."""
         settings = dict(self.tokenizer_settings)
         path = settings.pop("path")
         if path:
@@ -178,7 +192,7 @@ class TextClassificationDataModule(DataModule):
             return tokenizer
         key = fingerprint(self.source_id(), settings)
         self.tokenizer_file = str(Path(self.cache_dir).expanduser() / "tokenizers" / f"{key}.json")
-        return cached_tokenizer(self.cache_dir, key, texts, length=len(texts), **settings)
+        return cached_tokenizer(self.cache_dir, key, texts, length=len(texts or []), **settings)
 
     def _encode(self, examples: list[Example]) -> EncodedTexts:
         pairs = [ex.pair or "" for ex in examples] if any(ex.pair for ex in examples) else None
@@ -203,6 +217,34 @@ class TextClassificationDataModule(DataModule):
         examples = [Example(t[0], self.labels[0], t[1] if len(t) > 1 else None) for t in texts]
         inputs, _ = self.collate_fn([self._encode(examples)[i] for i in range(len(examples))])
         return inputs
+
+
+def _save_encoded(path: Path, labels: list[str], splits: dict[str, EncodedTexts]) -> None:
+    """Store encoded splits as flat arrays (written atomically); loading them back takes milliseconds."""
+    arrays: dict[str, np.ndarray] = {"labels_vocab": np.array(labels, dtype=object)}
+    for name, data in splits.items():
+        arrays[f"{name}_lengths"] = np.array([len(s) for s in data.ids], dtype=np.int64)
+        arrays[f"{name}_ids"] = np.fromiter((t for s in data.ids for t in s), dtype=np.int32)
+        arrays[f"{name}_labels"] = np.array(data.labels, dtype=np.int64)
+        if data.type_ids:
+            arrays[f"{name}_types"] = np.fromiter((t for s in data.type_ids for t in s), dtype=np.int8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_encoded(path: Path) -> tuple[list[str], dict[str, EncodedTexts]]:
+    with np.load(path, allow_pickle=True) as data:
+        labels = [str(x) for x in data["labels_vocab"]]
+        splits = {}
+        for name in ("train", "val", "test"):
+            bounds = np.cumsum(data[f"{name}_lengths"])[:-1]
+            ids = [a.tolist() for a in np.split(data[f"{name}_ids"], bounds)]
+            types = ([a.tolist() for a in np.split(data[f"{name}_types"], bounds)]
+                     if f"{name}_types" in data else None)
+            splits[name] = EncodedTexts(ids, data[f"{name}_labels"].tolist(), types)
+    return labels, splits
 
 
 def _segments(ids: list[int], sep: int | None) -> list[int]:

@@ -82,14 +82,19 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
 
 
 def fingerprint(*parts: object) -> str:
-    """A short stable hash of settings and data identity (paths with sizes and mtimes, or any values)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, (str, Path)) and Path(part).is_file():
+    """A short stable hash of settings and data identity: existing files count by path, size and mtime."""
+
+    def identity(part: object) -> object:
+        if isinstance(part, (list, tuple)):
+            return [identity(p) for p in part]
+        if isinstance(part, dict):
+            return {str(k): identity(v) for k, v in part.items()}
+        if isinstance(part, (str, Path)) and str(part) and Path(part).is_file():
             stat = Path(part).stat()
-            part = f"{Path(part).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
+            return f"{Path(part).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        return part
+
+    return hashlib.sha256(json.dumps(identity(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cached_tokenizer(cache_dir: str | Path, key: str, texts: Iterable[str] | None = None, **settings) -> Tokenizer:
@@ -113,9 +118,8 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | No
     if add_special:
         ids = special_ids(tokenizer)
         cls, sep = ids["cls"], ids["sep"]
-        first = [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-        second = ([e.ids for e in tokenizer.encode_batch(list(pairs), add_special_tokens=False)]
-                  if pairs is not None else None)
+        first = _ids(tokenizer, texts)
+        second = _ids(tokenizer, pairs) if pairs is not None else None
         out = []
         for i, a in enumerate(first):
             b = second[i] if second is not None else None
@@ -123,8 +127,14 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | No
                 a, b = _truncate_pair(a, b, max_length - (3 if b is not None else 2))
             out.append([cls, *a, sep] + ([*b, sep] if b is not None else []))
         return out
-    encoded = [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+    encoded = _ids(tokenizer, texts)
     return [ids[:max_length] for ids in encoded] if max_length else encoded
+
+
+def _ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Ids of many texts in one parallel call (without character offsets, which dlkit never needs)."""
+    batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    return [e.ids for e in batch(list(texts), add_special_tokens=False)]
 
 
 def _truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None]:
