@@ -58,8 +58,8 @@ def main() -> None:
     print(f"\n{args.rows} rows, medians of {args.repeats}:")
     print("| what | seconds | rows/s |")
     print("|---|---|---|")
-    print(f"| dlkit: train tokenizer + encode all splits (cold cache) | {med(cold):.2f} | {args.rows / med(cold):,.0f} |")
-    print(f"| dlkit: encode all splits (warm tokenizer cache) | {med(warm):.2f} | {args.rows / med(warm):,.0f} |")
+    print(f"| dlkit: train tokenizer + encode (cold cache) | {med(cold):.2f} | {args.rows / med(cold):,.0f} |")
+    print(f"| dlkit: set up all splits (warm cache) | {med(warm):.2f} | {args.rows / med(warm):,.0f} |")
     print(f"| dlkit: first padded batch after setup | {med(first_batch) * 1000:.1f} ms | |")
     print(f"| reference: plain Python split + dict vocabulary | {med(plain):.2f} | {args.rows / med(plain):,.0f} |")
 

@@ -40,6 +40,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show, list and copy configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+runs_app = typer.Typer(help="List, compare and inspect the runs in run folders.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 _state = {"verbose": False}
 
@@ -140,6 +142,102 @@ def config_copy(
 
     target = copy_option(option, config_dir)
     typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it from now on in this folder.")
+
+
+FormatOption = typer.Option("table", "--format", "-f", help="table, csv, json or markdown.")
+
+
+@runs_app.command("list")
+def runs_list(
+    path: str = typer.Argument("outputs", help="Folder to search for runs."),
+    status: Optional[str] = typer.Option(None, help="running, finished, failed or interrupted."),  # noqa: UP045
+    model: Optional[str] = typer.Option(None, help="Only runs of this model option."),  # noqa: UP045
+    data: Optional[str] = typer.Option(None, help="Only runs of this data option."),  # noqa: UP045
+    multirun: Optional[bool] = typer.Option(None, "--multirun/--single", help="Only multirun jobs, or none."),  # noqa: UP045
+    fmt: str = FormatOption,
+) -> None:
+    """Runs under PATH, newest first: when, name, model, data, trainer, status, duration, best metric."""
+    from dlkit.tracking import runs, tables
+
+    found = runs.load_runs(path, status, model, data, multirun)
+    rows = [[r.id, r.started.replace("T", " "), r.summary.get("name"), r.choice("model"), r.choice("data"),
+             r.choice("trainer"), r.status, runs.duration(r), f"{r.metric_name} {_number(r.best())}",
+             os.path.relpath(r.path)] for r in found]
+    header = ["id", "started", "name", "model", "data", "trainer", "status", "duration", "best", "folder"]
+    _emit(tables.render(header, rows, _format(fmt), title=f"{len(rows)} runs under {path}"))
+
+
+@runs_app.command("compare")
+def runs_compare(
+    refs: Optional[list[str]] = typer.Argument(None, help="Runs: folders, ids or latest."),  # noqa: UP045
+    multirun: Optional[str] = typer.Option(None, "--multirun", help="Compare every job of this multirun folder."),  # noqa: UP045
+    metric: Optional[str] = typer.Option(None, help="Metric to rank by (default: the runs' optimized metric)."),  # noqa: UP045
+    plot: bool = typer.Option(False, "--plot", help="Also write a PNG of the metric's curves."),
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+    fmt: str = FormatOption,
+) -> None:
+    """The config values that differ between runs, with their metrics; the best run highlighted."""
+    from pathlib import Path
+
+    from dlkit import run_folder
+    from dlkit.tracking import runs, tables
+
+    folders = [run_folder.find_run(ref, output_dir) for ref in refs or []]
+    if multirun:
+        folders += run_folder.find_runs(multirun)
+    if len(folders) < 2:
+        raise UsageError("compare needs at least two runs: give RUN RUN ... or --multirun FOLDER.")
+    loaded = [runs.Run.load(f) for f in sorted(set(folders))]
+    header, rows, best = runs.comparison(loaded, metric)
+    _emit(tables.render(header, rows, _format(fmt), title="Run comparison", highlight=best))
+    if plot:
+        name = metric or loaded[0].metric_name
+        target = Path(multirun or loaded[0].path.parent) / f"compare-{name.replace('/', '_')}.png"
+        typer.echo(f"Plot: {runs.plot_curves(loaded, name, target)}")
+
+
+@runs_app.command("show")
+def runs_show(
+    ref: str = typer.Argument("latest", help="A run folder, run id or latest."),
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """One run: status, config, final metrics, checkpoints, and its W&B link or sync command."""
+    from dlkit import run_folder
+    from dlkit.tracking import runs, tables
+
+    run = runs.Run.load(run_folder.find_run(ref, output_dir))
+    typer.echo(f"Run {run.id}: {run.status}  ({run.path})")
+    typer.echo(f"started {run.started}, duration {runs.duration(run)}, overrides: "
+               f"{' '.join(run.summary.get('overrides') or []) or '(none)'}")
+    if run.summary.get("error"):
+        typer.echo(f"error: {run.summary['error']}")
+    typer.echo("\n" + (run.path / run_folder.CONFIG).read_text(encoding="utf-8"))
+    tables.render(["metric", "value"], [[k, v] for k, v in sorted(run.final_metrics().items())],
+                  title=f"best {run.metric_name}: {run.best()}")
+    checkpoints = sorted((run.path / "checkpoints").glob("*.ckpt")) if (run.path / "checkpoints").is_dir() else []
+    typer.echo("checkpoints: " + (", ".join(str(c) for c in checkpoints) or "none"))
+    tracked = run.summary.get("wandb") or {}
+    if tracked.get("sync"):
+        typer.echo(f"W&B (offline): upload with `{tracked['sync']}`")
+    elif tracked.get("id"):
+        typer.echo(f"W&B run id: {tracked['id']} (online)")
+
+
+def _format(fmt: str) -> str:
+    from dlkit.tracking.tables import FORMATS
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}.")
+    return fmt
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _emit(text: str | None) -> None:
+    if text is not None:
+        typer.echo(text)
 
 
 def main() -> None:

@@ -64,14 +64,16 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], command: str = "train") -> None:
+def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], choices: dict[str, str] | None = None,
+                 command: str = "train") -> None:
     """Write config.yaml, overrides.yaml, environment.json and a 'running' summary.json."""
     OmegaConf.save(cfg, run_dir / CONFIG, resolve=True)
     (run_dir / OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), encoding="utf-8")
     write_json(run_dir / ENVIRONMENT, environment())
     write_json(run_dir / SUMMARY, {
-        "status": "running", "command": command, "overrides": list(overrides),
-        "started": datetime.now().isoformat(timespec="seconds"), "pid": os.getpid(),
+        "status": "running", "command": command, "name": cfg.get("name"), "overrides": list(overrides),
+        "choices": choices or {}, "optimized_metric": cfg.get("optimized_metric"),
+        "started": datetime.now().isoformat(timespec="seconds"), "pid": os.getpid(), "host": platform.node(),
     })
 
 
@@ -144,3 +146,41 @@ def log_to(run_dir: Path):
         for logger in loggers:
             logger.removeHandler(handler)
         handler.close()
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder dlkit wrote a run into."""
+    return (path / SUMMARY).is_file() and (path / CONFIG).is_file()
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every run folder under root (a run folder itself counts), newest first."""
+    root = Path(root)
+    if is_run_folder(root):
+        return [root]
+    runs = [p.parent for p in root.rglob(SUMMARY) if (p.parent / CONFIG).is_file()] if root.is_dir() else []
+    return sorted(runs, key=lambda p: (read_json(p / SUMMARY).get("started", ""), str(p)), reverse=True)
+
+
+def find_run(ref: str | Path, output_dir: str | Path = "outputs") -> Path:
+    """A run folder from a path (folder or a .ckpt inside it), a run id (the hex suffix), or `latest`."""
+    from dlkit.errors import UsageError
+
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".ckpt":
+        path = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if is_run_folder(path):
+        return path.resolve()
+    runs = find_runs(output_dir)
+    if str(ref) == "latest":
+        if not runs:
+            raise UsageError(f"no runs under {output_dir}: train one first (dlkit train).")
+        return runs[0].resolve()
+    matches = [r for r in runs if r.name.endswith(f"-{ref}") or r.name == str(ref)
+               or f"{r.parent.name}/{r.name}".endswith(str(ref))]
+    if len(matches) == 1:
+        return matches[0].resolve()
+    if len(matches) > 1:
+        raise UsageError(f"run id {ref!r} matches {len(matches)} runs under {output_dir}; give the folder path.")
+    raise UsageError(f"no run {ref!r}: give a run folder, a run id (e.g. 9af716) or `latest` "
+                     f"(see `dlkit runs list {output_dir}`).")

@@ -23,6 +23,7 @@ from rich.table import Table
 from dlkit import run_folder
 from dlkit.config import compose_with_choices, expand_sweep
 from dlkit.errors import DlkitError, UsageError
+from dlkit.tracking.wandb_logger import wandb_summary
 
 log = logging.getLogger("dlkit")
 console = Console()
@@ -40,6 +41,7 @@ class Job:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     world_size: int = 1
+    wandb: dict[str, Any] | None = None
 
 
 def prepare(overrides: list[str], config_dir: str | None = None) -> Job:
@@ -103,7 +105,7 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, 
         job.cfg.paths.run_dir = str(run_dir)
     started = time.time()
     if writer:
-        run_folder.record_start(run_dir, job.cfg, job.overrides)
+        run_folder.record_start(run_dir, job.cfg, job.overrides, job.choices)
     job.status = "running"
     try:
         with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path) as children:
@@ -125,7 +127,9 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, 
         job.status = "finished"
     finally:
         if writer:
-            run_folder.record_end(run_dir, job.status, job.metrics, job.error, started, world_size=job.world_size)
+            job.wandb = wandb_summary(run_dir)
+            run_folder.record_end(run_dir, job.status, job.metrics, job.error, started, world_size=job.world_size,
+                                  wandb=job.wandb)
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
     if writer:
@@ -153,6 +157,8 @@ def print_result(job: Job) -> None:
             table.add_row(key, f"{job.metrics[key]:.4f}")
     console.print(table)
     console.print(f"Run folder: {job.run_dir}")
+    if job.wandb and job.wandb.get("sync"):
+        console.print(f"W&B ran offline (not logged in). Upload the run with: {job.wandb['sync']}", soft_wrap=True)
 
 
 def print_jobs(jobs: list[Job], root: Path) -> None:

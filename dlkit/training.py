@@ -20,6 +20,7 @@ from dlkit.config import construct
 from dlkit.data.base import DataModule
 from dlkit.models import build_model
 from dlkit.tasks.base import Task
+from dlkit.tracking.loggers import build_loggers, finish_loggers
 
 log = logging.getLogger("dlkit")
 _NOISE = ("💡 Tip", "Trainer already configured with model summary", "TPU available", "HPU available",
@@ -64,7 +65,7 @@ def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """A Lightning Trainer from the trainer and precision groups, with callbacks and loggers."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
+    loggers = build_loggers(cfg)
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     return pl.Trainer(
         **kwargs,
@@ -88,6 +89,15 @@ def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule)
     trainer = build_trainer(cfg)
+    try:
+        return _fit_and_test(cfg, datamodule, task, trainer, ckpt_path)
+    finally:
+        if trainer.is_global_zero:
+            finish_loggers(trainer.loggers, cfg.paths.run_dir)
+
+
+def _fit_and_test(cfg: DictConfig, datamodule: DataModule, task: Task, trainer: pl.Trainer,
+                  ckpt_path: str | None) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if cfg.get("fit", True):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)

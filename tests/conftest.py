@@ -12,7 +12,7 @@ import pytest
 
 # Small, quick trainings through the real code path (checkpoints written, test run).
 QUICK = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-         "trainer.limit_test_batches=2", "callbacks=minimal"]
+         "trainer.limit_test_batches=2", "callbacks=minimal", "logger=csv"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,0 +1,1 @@
+"""Experiment tracking: loggers (W&B first, TensorBoard, CSV) and local run comparison."""
