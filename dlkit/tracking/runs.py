@@ -125,9 +125,13 @@ def differing_config(runs: list[Run]) -> dict[str, list[Any]]:
     """Config keys whose values differ between the runs (run-specific paths left out)."""
     flats = [flatten(r.config) for r in runs]
     keys = sorted(set().union(*flats))
-    ignored = ("paths.run_dir", "paths.multirun_dir")
+
+    def own_path(key: str) -> bool:  # values that differ only because each names its own run folder
+        return all(str(f.get(key, "")).startswith(str(f.get("paths.run_dir") or "\0")) for f in flats)
+
     return {k: [f.get(k) for f in flats] for k in keys
-            if k not in ignored and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
+            if k != "paths.multirun_dir" and not own_path(k)
+            and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1}
 
 
 def comparison(runs: list[Run], metric: str | None = None) -> tuple[list[str], list[list[Any]], int | None]:
