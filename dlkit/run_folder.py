@@ -65,8 +65,17 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], choices: dict[str, str] | None = None,
-                 command: str = "train") -> None:
-    """Write config.yaml, overrides.yaml, environment.json and a 'running' summary.json."""
+                 command: str = "train", resumed_from: str | None = None) -> None:
+    """Write config.yaml, overrides.yaml, environment.json and a 'running' summary.json (a resumed run keeps
+    its first start and adds the resume to `resumes`)."""
+    if resumed_from:
+        summary = read_json(run_dir / SUMMARY)
+        summary.update(status="running", pid=os.getpid(), host=platform.node(),
+                       resumes=[*summary.get("resumes", []), {"at": datetime.now().isoformat(timespec="seconds"),
+                                                               "from": resumed_from, "overrides": list(overrides)}])
+        OmegaConf.save(cfg, run_dir / CONFIG, resolve=True)
+        write_json(run_dir / SUMMARY, summary)
+        return
     OmegaConf.save(cfg, run_dir / CONFIG, resolve=True)
     (run_dir / OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), encoding="utf-8")
     write_json(run_dir / ENVIRONMENT, environment())

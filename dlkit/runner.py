@@ -61,6 +61,8 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     """Run one job, or every job of a multirun; return the jobs with their outcomes."""
     if not multirun:
         job = prepare(overrides, config_dir)
+        if job.cfg.get("resume"):
+            return [resume(job)]
         run_job(job, _new_run_dir(job.cfg))
         return [job]
     jobs = [prepare(job_overrides, config_dir) for job_overrides in expand_sweep(overrides)]
@@ -85,6 +87,32 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     return jobs
 
 
+def resume(job: Job) -> Job:
+    """Continue an earlier run in its own folder from its last.ckpt, with its own config.
+
+    Plain `key=value` overrides of the command (e.g. a larger trainer.max_epochs) apply on top; choosing
+    other configs (`model=...`) would make another run, and is refused.
+    """
+    from omegaconf import OmegaConf
+
+    run_dir = run_folder.find_run(job.cfg.resume, job.cfg.paths.output_dir)
+    saved_choices = run_folder.read_json(run_dir / run_folder.SUMMARY).get("choices") or {}
+    picks = [o for o in job.overrides if o.split("=", 1)[0] in job.choices]
+    changed = [o for o in picks if saved_choices.get(o.split("=", 1)[0]) != o.split("=", 1)[1].strip("'\"")]
+    if changed:
+        raise UsageError(f"'{changed[0]}' picks another config than the run used; a resumed run keeps its own. "
+                         "Drop it, or start a new run.")
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise DlkitError(f"{run_dir} has no checkpoints/last.ckpt, so it cannot be resumed; train it again.")
+    plain = [o for o in job.overrides if not o.startswith(("resume=", "+", "~")) and "=" in o and o not in picks]
+    job.cfg = OmegaConf.merge(OmegaConf.load(run_dir / run_folder.CONFIG), OmegaConf.from_dotlist(plain))
+    job.choices = saved_choices or job.choices
+    console.print(f"Resuming {run_dir} from {checkpoint.name}")
+    run_job(job, run_dir, ckpt_path=str(checkpoint))
+    return job
+
+
 def _new_run_dir(cfg: DictConfig) -> Path:
     """A new run folder, or a throw-away one on ranks > 0 of an external launch (rank 0 writes the run)."""
     from dlkit.distributed import external_launcher, global_rank
@@ -105,7 +133,7 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, 
         job.cfg.paths.run_dir = str(run_dir)
     started = time.time()
     if writer:
-        run_folder.record_start(run_dir, job.cfg, job.overrides, job.choices)
+        run_folder.record_start(run_dir, job.cfg, job.overrides, job.choices, resumed_from=ckpt_path)
     job.status = "running"
     try:
         with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path) as children:

@@ -15,6 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 
+from dlkit.callbacks import EpochSeeder
 from dlkit.checkpointing import AtomicCheckpointIO
 from dlkit.config import construct
 from dlkit.data.base import DataModule
@@ -65,6 +66,8 @@ def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """A Lightning Trainer from the trainer and precision groups, with callbacks and loggers."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.get("seed") is not None:
+        callbacks.append(EpochSeeder(int(cfg.seed)))
     loggers = build_loggers(cfg)
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     return pl.Trainer(

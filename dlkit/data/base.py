@@ -6,7 +6,7 @@ import os
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from dlkit.data.spec import DataSpec
 
@@ -35,6 +35,23 @@ def split(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Dat
     return [Subset(dataset, part) for part in split_indices(len(dataset), fractions, seed)]
 
 
+class EpochShuffle(Sampler[int]):
+    """A random order that depends only on (seed, epoch): Lightning calls set_epoch before every epoch, so a
+    resumed run sees exactly the batches the uninterrupted run would have seen."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class DataModule(pl.LightningDataModule):
     """A LightningDataModule that states its kind and, after setup, its DataSpec."""
 
@@ -49,6 +66,8 @@ class DataModule(pl.LightningDataModule):
         self.test_set: Dataset | None = None
         self._spec: DataSpec | None = None
         self.collate_fn = None
+        # the seed dlkit set before building the data: shuffling follows it, epoch by epoch
+        self.shuffle_seed = torch.initial_seed() % 2**31
 
     @property
     def spec(self) -> DataSpec:
@@ -60,8 +79,11 @@ class DataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: setup() has not been called")
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate_fn,
-                          **self.loader_kwargs)
+        sampler = EpochShuffle(len(dataset), self.shuffle_seed) if shuffle else None
+        # the loader's own generator: creating an iterator never draws from the global RNG
+        generator = torch.Generator().manual_seed(self.shuffle_seed)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn,
+                          generator=generator, **self.loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

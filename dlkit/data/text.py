@@ -81,9 +81,12 @@ class BucketSampler(Sampler[list[int]]):
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0) -> None:
         self.lengths, self.batch_size, self.shuffle, self.seed, self.epoch = list(lengths), batch_size, shuffle, seed, 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this before every epoch: the order depends only on (seed, epoch)."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1
         order = list(range(len(self.lengths)))
         if self.shuffle:
             rng.shuffle(order)
@@ -207,7 +210,7 @@ class TextClassificationDataModule(DataModule):
     def train_dataloader(self) -> DataLoader:
         if not self.bucketing:
             return super().train_dataloader()
-        sampler = BucketSampler([len(s) for s in self.train_set.ids], self.batch_size, seed=self.split_seed)
+        sampler = BucketSampler([len(s) for s in self.train_set.ids], self.batch_size, seed=self.shuffle_seed)
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate_fn, **self.loader_kwargs)
 
     # -- prediction ------------------------------------------------------------------------------------

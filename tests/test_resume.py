@@ -1,0 +1,63 @@
+"""Resume: a run killed mid-epoch continues in its own folder and ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import dlkit_bin, run_cli, run_folders, summary
+
+pytestmark = pytest.mark.slow
+RUN = ["seed=3", "trainer.max_epochs=5", "trainer.deterministic=true", "data.batch_size=8", "callbacks=minimal",
+       "logger=csv", "model.dropout=0.3"]
+
+
+def _weights(run) -> tuple[dict, int]:
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return checkpoint["state_dict"], checkpoint["global_step"]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir(), killed.mkdir()
+    assert run_cli("train", *RUN, cwd=straight).returncode == 0
+
+    process = subprocess.Popen([dlkit_bin(), "train", *RUN], cwd=killed, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((killed / "outputs").rglob("last.ckpt")):
+        time.sleep(0.05)
+    time.sleep(0.4)  # inside the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    [run] = run_folders(killed)
+    assert summary(run)["status"] == "running"  # killed hard: nobody could write the end
+    _, step_at_kill = _weights(run)
+
+    resumed = run_cli("train", f"resume={run.name.rsplit('-', 1)[1]}", cwd=killed)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert run_folders(killed) == [run]  # continued in its own folder
+    info = summary(run)
+    assert info["status"] == "finished" and len(info["resumes"]) == 1
+
+    [reference] = run_folders(straight)
+    expected, expected_step = _weights(reference)
+    got, step = _weights(run)
+    assert 0 < step_at_kill < step == expected_step
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert abs(info["metrics"]["test/acc"] - summary(reference)["metrics"]["test/acc"]) < 1e-9
+
+
+def test_resume_refuses_other_configs_and_missing_checkpoints(tmp_path):
+    assert run_cli("train", "debug=limit", "~callbacks.model_checkpoint", "logger=csv", cwd=tmp_path).returncode == 0
+    no_ckpt = run_cli("train", "resume=latest", cwd=tmp_path)
+    assert no_ckpt.returncode == 1 and "has no checkpoints/last.ckpt" in no_ckpt.stderr
+    other = run_cli("train", "resume=latest", "model=lenet", cwd=tmp_path)
+    assert other.returncode == 2 and "picks another config than the run used" in other.stderr
+    missing = run_cli("train", "resume=abcdef", cwd=tmp_path)
+    assert missing.returncode == 2 and "no run 'abcdef'" in missing.stderr
