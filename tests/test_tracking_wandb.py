@@ -18,11 +18,7 @@ WANDB_QUICK = [o for o in QUICK if not o.startswith("logger=")]
 def inspect_run(run: Path) -> dict:
     """The W&B run's state, config and summary as wandb itself reads them from the .wandb log."""
     [offline] = (run / "wandb").glob("offline-run-*")
-    wandb = shutil.which("wandb", path=str(Path(sys.executable).parent)) or "wandb"
-    result = subprocess.run([wandb, "leet", "inspect", "--summary", "--json", str(offline)], capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return inspect_run_dir(offline)
 
 
 def run_record(run: Path) -> dict:
@@ -84,3 +80,22 @@ def test_logger_mode_disabled_switches_wandb_off(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = run_folders(tmp_path)
     assert not (run / "wandb").exists() and (run / "metrics.csv").is_file()
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path):
+    assert run_cli("train", *WANDB_QUICK, cwd=tmp_path).returncode == 0
+    [run] = run_folders(tmp_path)
+    first_id = (run / "wandb_id").read_text().strip()
+    resumed = run_cli("train", "resume=latest", "trainer.max_epochs=3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(p.name.endswith(first_id) for p in offline)
+    assert inspect_run_dir(offline[-1])["run_id"] == first_id
+
+
+def inspect_run_dir(offline: Path) -> dict:
+    wandb = shutil.which("wandb", path=str(Path(sys.executable).parent)) or "wandb"
+    result = subprocess.run([wandb, "leet", "inspect", "--summary", "--json", str(offline)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
