@@ -144,6 +144,87 @@ def config_copy(
     typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it from now on in this folder.")
 
 
+@app.command("eval")
+def eval_run(
+    ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value settings, e.g. data.test_file=x.csv"),  # noqa: UP045
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """Test a trained model again, rebuilt from its run's own config; prints and saves the metrics."""
+    from datetime import datetime
+
+    from dlkit import inference, run_folder
+    from dlkit.tracking import tables
+
+    loaded = inference.load(ref, list(overrides or []), output_dir)
+    metrics = inference.evaluate(loaded)
+    typer.echo(f"Checkpoint: {loaded.checkpoint}")
+    tables.render(["metric", "value"], [[k, v] for k, v in sorted(metrics.items())])
+    if loaded.run_dir is not None:
+        target = loaded.run_dir / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+        run_folder.write_json(target, {"checkpoint": str(loaded.checkpoint), "overrides": list(overrides or []),
+                                       "metrics": metrics})
+        typer.echo(f"Saved: {target}")
+
+
+@app.command()
+def predict(
+    ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Inputs: texts, or image files for image models."),  # noqa: UP045
+    input_file: Optional[str] = typer.Option(None, "--input", "-i", help="File of inputs, one per line; - is stdin."),  # noqa: UP045
+    fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl or csv."),
+    top_k: int = typer.Option(1, "--top-k", help="Also list the k most likely labels."),
+    batch_size: int = typer.Option(64, help="Inputs per batch."),
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """Predict with a trained model: a label and its probability per input line."""
+    import json as _json
+
+    from dlkit import inference
+    from dlkit.tracking import tables
+
+    if fmt not in ("table", "jsonl", "csv"):
+        raise UsageError(f"--format {fmt}: choose table, jsonl or csv.")
+    inputs = list(texts or [])
+    if input_file:
+        source = sys.stdin.read() if input_file == "-" else _read_inputs(input_file)
+        inputs += [line for line in source.splitlines() if line.strip()]
+    loaded = inference.load(ref, [], output_dir)
+    records = inference.predict(loaded, inputs, batch_size=batch_size, top_k=top_k)
+    if fmt == "jsonl":
+        typer.echo("\n".join(_json.dumps(r) for r in records))
+        return
+    header = list(records[0])
+    _emit(tables.render(header, [[r.get(k) for k in header] for r in records], "csv" if fmt == "csv" else "table"))
+
+
+@app.command()
+def export(
+    ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder to write (default: <run>/export)."),  # noqa: UP045
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """Export a trained model to ONNX or TorchScript, with model.json (labels, inputs, tokenizer)."""
+    from pathlib import Path
+
+    from dlkit import inference
+    from dlkit.export import export as export_model
+
+    loaded = inference.load(ref, [], output_dir)
+    target = Path(out) if out else (loaded.run_dir or loaded.checkpoint.parent) / "export" / fmt
+    metadata = export_model(loaded, fmt, target)
+    typer.echo(f"Exported {target / metadata['file']} and {target / 'model.json'}")
+
+
+def _read_inputs(path: str) -> str:
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise UsageError(f"--input {path}: no such file.")
+    return Path(path).read_text(encoding="utf-8")
+
+
 FormatOption = typer.Option("table", "--format", "-f", help="table, csv, json or markdown.")
 
 

@@ -39,12 +39,22 @@ class DigitsDataModule(DataModule):
         images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         labels = torch.tensor(digits.target, dtype=torch.long)
         parts = split_indices(len(labels), self.fractions, self.split_seed)
-        if self.normalize:
-            train_images = images[parts[0]]
-            images = (images - train_images.mean()) / train_images.std()
+        self.mean, self.std = (images[parts[0]].mean(), images[parts[0]].std()) if self.normalize else (0.0, 1.0)
+        images = (images - self.mean) / self.std
         self.train_set, self.val_set, self.test_set = (TensorDataset(images[p], labels[p]) for p in parts)
         self._spec = DataSpec(kind=self.kind, num_classes=10, class_names=[str(i) for i in range(10)],
                               input_shape=(1, 8, 8))
+
+    def encode_inputs(self, raw: list[str]) -> torch.Tensor:
+        """A batch from .npy arrays of 8x8 values in the dataset's 0-16 scale, or image files (resized to 8x8)."""
+        images = []
+        for name in raw:
+            path = Path(name)
+            if path.suffix == ".npy" and path.is_file():
+                images.append(torch.from_numpy(np.load(path).astype(np.float32)).reshape(1, 8, 8) / 16.0)
+            else:
+                images.append(load_image(path, (1, 8, 8)))
+        return (torch.stack(images) - self.mean) / self.std
 
 
 class ImageTensors(Dataset):

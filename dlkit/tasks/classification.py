@@ -59,6 +59,20 @@ class ClassificationTask(Task):
     def test_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def predict_batch(self, inputs: torch.Tensor | dict[str, torch.Tensor], top_k: int = 1) -> list[dict[str, Any]]:
+        """Label and probability per input (and the top-k labels when top_k > 1)."""
+        probabilities = self(inputs).softmax(dim=-1)
+        names = self.spec.class_names or [str(i) for i in range(probabilities.shape[1])]
+        values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=-1)
+        records = []
+        for row_values, row_indices in zip(values.tolist(), indices.tolist()):
+            record: dict[str, Any] = {"label": names[row_indices[0]], "probability": round(row_values[0], 6)}
+            if top_k > 1:
+                record["top"] = [{"label": names[i], "probability": round(v, 6)}
+                                 for v, i in zip(row_values, row_indices)]
+            records.append(record)
+        return records
+
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities [B, num_classes]."""
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch

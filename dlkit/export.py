@@ -1,0 +1,79 @@
+"""Export a trained model to ONNX or TorchScript, with a metadata file saying how to feed it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlkit.errors import DlkitError, UsageError
+from dlkit.inference import Loaded
+
+FORMATS = ("onnx", "torchscript")
+
+
+class _Positional(nn.Module):
+    """The model with named tensor inputs turned into positional ones (what exporters trace)."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, tensors)))
+
+
+def example_inputs(loaded: Loaded) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """Input names and one real test batch to trace the model with."""
+    batch = next(iter(loaded.datamodule.test_dataloader()))
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if isinstance(inputs, dict):
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in inputs]
+        return names, tuple(inputs[n] for n in names)
+    return ["input"], (inputs,)
+
+
+def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
+    """Write model.onnx or model.pt plus model.json (labels, inputs, tokenizer) into out_dir; return the metadata."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names, tensors = example_inputs(loaded)
+    model = loaded.task.model.eval()
+    wrapped = _Positional(model, names).eval() if names != ["input"] else model
+    target = out_dir / ("model.onnx" if fmt == "onnx" else "model.pt")
+    try:
+        if fmt == "onnx":
+            dynamic = {n: {0: "batch", **({1: "sequence"} if t.dim() == 2 else {})} for n, t in zip(names, tensors)}
+            torch.onnx.export(wrapped, tensors, str(target), input_names=names, output_names=["logits"],
+                              dynamic_axes={**dynamic, "logits": {0: "batch"}}, dynamo=False)
+        else:
+            torch.jit.save(torch.jit.trace(wrapped, tensors, check_trace=False), str(target))
+    except ImportError as err:
+        raise UsageError(f"ONNX export needs the onnx packages: pip install 'dlkit[export]' ({err.name}).") from err
+    except Exception as err:  # noqa: BLE001 - exporters fail in many ways; say which model and why
+        raise DlkitError(f"could not export {type(model).__name__} to {fmt}: {type(err).__name__}: {err}") from err
+    if fmt == "onnx":  # the exporter drops inputs the model never reads (token_type_ids of most classifiers)
+        import onnx
+
+        kept = {i.name for i in onnx.load(str(target)).graph.input}
+        names, tensors = zip(*[(n, t) for n, t in zip(names, tensors) if n in kept])
+    spec = loaded.datamodule.spec
+    metadata = {
+        "format": fmt, "file": target.name, "checkpoint": str(loaded.checkpoint), "kind": spec.kind,
+        "labels": spec.class_names, "inputs": [{"name": n, "dtype": str(t.dtype).replace("torch.", ""),
+                                                "shape": ["batch", *t.shape[1:]]} for n, t in zip(names, tensors)],
+        "output": "logits", "pad_id": spec.pad_id,
+    }
+    if getattr(loaded.datamodule, "mean", None) is not None and not isinstance(loaded.datamodule.mean, float):
+        metadata["normalize"] = {"mean": torch.as_tensor(loaded.datamodule.mean).flatten().tolist(),
+                                 "std": torch.as_tensor(loaded.datamodule.std).flatten().tolist()}
+    if spec.tokenizer_path and Path(spec.tokenizer_path).is_file():
+        shutil.copyfile(spec.tokenizer_path, out_dir / "tokenizer.json")
+        metadata["tokenizer"] = "tokenizer.json"
+    (out_dir / "model.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    return metadata
