@@ -144,6 +144,69 @@ def config_copy(
     typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it from now on in this folder.")
 
 
+@app.command(epilog="""
+Examples:
+
+  dlkit sweep hparams_search=mlp_optuna hparams_search.n_trials=10
+
+  dlkit sweep hparams_search=textcnn_optuna hparams_search.n_jobs=2   # 2 trials at a time
+
+  dlkit sweep status latest                        # trials, best, importances, plots
+
+  dlkit sweep --backend wandb hparams_search=lstm_optuna
+""")
+def sweep(
+    overrides: Optional[list[str]] = _overrides_argument(),  # noqa: UP045
+    backend: str = typer.Option("optuna", "--backend", help="optuna (dlkit runs the study) or wandb (a W&B sweep)."),
+    config_dir: Optional[str] = ConfigDir,  # noqa: UP045
+) -> None:
+    """Search hyperparameters with hparams_search=NAME; `dlkit sweep status [SWEEP]` reports on a study.
+
+    Running the same command again continues the study: finished trials are kept, an interrupted one is retried.
+    """
+    args = list(overrides or [])
+    if args[:1] == ["status"]:
+        return _sweep_status(args[1] if len(args) > 1 else "latest")
+    if backend == "wandb":
+        from dlkit.sweeps import wandb_sweep
+
+        path, sweep_id = wandb_sweep.write(args, config_dir)
+        if sweep_id:
+            typer.echo(f"Created W&B sweep {sweep_id} from {path}. Start agents with: wandb agent {sweep_id}")
+        else:
+            typer.echo(f"Wrote {path}. Not logged in to W&B: once online, run `wandb sweep {path}`, then the "
+                       "`wandb agent ...` command it prints.")
+        return None
+    if backend != "optuna":
+        raise UsageError(f"--backend {backend}: choose optuna or wandb.")
+    from dlkit.sweeps import study
+
+    sweep_dir = study.run(args, config_dir)
+    _sweep_status(str(sweep_dir))
+    return None
+
+
+def _sweep_status(sweep: str) -> None:
+    from dlkit.sweeps import study as studies
+    from dlkit.tracking import tables
+
+    study, folder, info = studies.load(sweep)
+    header, rows = studies.trials_table(study)
+    tables.render(header, rows, title=f"Study {info['study']} ({info['direction']} {info['metric']}): {folder}")
+    try:
+        best = study.best_trial
+    except ValueError:
+        typer.echo("No trial has finished yet.")
+        return
+    typer.echo(f"Best: trial {best.number}, {info['metric']} = {best.value:.4f}, {best.params}")
+    typer.echo(f"Reproduce: {best.user_attrs.get('command', '')}")
+    ranked = studies.importances(study)
+    if ranked:
+        typer.echo("Importance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()))
+    for path in studies.plots(study, folder):
+        typer.echo(f"Plot: {path}")
+
+
 @app.command("eval")
 def eval_run(
     ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),

@@ -65,6 +65,11 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
             return [resume(job)]
         run_job(job, _new_run_dir(job.cfg))
         return [job]
+    if any(o.startswith("hparams_search=") for o in overrides):  # `-m hparams_search=NAME` is an Optuna study
+        from dlkit.sweeps import study
+
+        study.run(overrides, config_dir)
+        return []
     jobs = [prepare(job_overrides, config_dir) for job_overrides in expand_sweep(overrides)]
     root = run_folder.new_folder(jobs[0].cfg.paths.output_dir, multirun=True)
     console.print(f"[bold]Multirun[/] of {len(jobs)} jobs in {root}")
@@ -122,7 +127,7 @@ def _new_run_dir(cfg: DictConfig) -> Path:
     return run_folder.new_folder(cfg.paths.output_dir)
 
 
-def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, float]:
+def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None, callbacks: list | None = None) -> dict[str, float]:
     """Record, train (with its DDP ranks when asked) and finish one job in run_dir."""
     from dlkit.distributed import external_launcher, global_rank, ranks
     from dlkit.training import train as train_model
@@ -138,7 +143,7 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, 
     try:
         with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path) as children:
             job.world_size = int(os.environ.get("WORLD_SIZE", len(children) + 1))
-            job.metrics = train_model(job.cfg, ckpt_path=ckpt_path)
+            job.metrics = train_model(job.cfg, ckpt_path=ckpt_path, callbacks=callbacks)
     except (KeyboardInterrupt, SystemExit) as stop:
         # Lightning turns Ctrl+C into a graceful shutdown followed by SystemExit(1)
         job.status, job.error = "interrupted", "interrupted by the user"
@@ -166,7 +171,15 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None) -> dict[str, 
 
 
 def _write_multirun(root: Path, jobs: list[Job]) -> None:
-    run_folder.write_json(root / "multirun.json", {"jobs": [_job_record(n, j) for n, j in enumerate(jobs)]})
+    """multirun.json (every job's overrides, status, metric, error) and the same as a Markdown table."""
+    from dlkit.tracking.tables import render
+
+    records = [_job_record(n, j) for n, j in enumerate(jobs)]
+    run_folder.write_json(root / "multirun.json", {"jobs": records})
+    header = ["job", "overrides", "status", "optimized_metric", "value", "error"]
+    rows = [[r["job"], " ".join(r["overrides"]), r["status"], r["optimized_metric"], r["value"], r["error"]]
+            for r in records]
+    (root / "summary.md").write_text(render(header, rows, "markdown") + "\n", encoding="utf-8")
 
 
 def _job_record(number: int, job: Job) -> dict[str, Any]:

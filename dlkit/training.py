@@ -63,9 +63,9 @@ def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
     return task
 
 
-def build_trainer(cfg: DictConfig) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
     """A Lightning Trainer from the trainer and precision groups, with callbacks and loggers."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + list(extra_callbacks or [])
     if cfg.get("seed") is not None:
         callbacks.append(EpochSeeder(int(cfg.seed)))
     loggers = build_loggers(cfg)
@@ -82,8 +82,11 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     )
 
 
-def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, float]:
+def train(cfg: DictConfig, ckpt_path: str | None = None,
+          callbacks: list[pl.Callback] | None = None) -> dict[str, float]:
     """Fit (from ckpt_path when resuming) and test; return every final metric as a float.
+
+    `callbacks` are added to the configured ones (sweeps add their pruning callback this way).
 
     The returned dict holds `optimized_metric`: the best value of cfg.optimized_metric (what sweeps optimise).
     """
@@ -91,7 +94,7 @@ def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict[str, float]:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, callbacks)
     try:
         return _fit_and_test(cfg, datamodule, task, trainer, ckpt_path)
     finally:

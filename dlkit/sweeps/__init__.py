@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: dlkit's own loop on current Optuna, and W&B sweep files."""
