@@ -73,6 +73,8 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     jobs = [prepare(job_overrides, config_dir) for job_overrides in expand_sweep(overrides)]
     root = run_folder.new_folder(jobs[0].cfg.paths.output_dir, multirun=True)
     console.print(f"[bold]Multirun[/] of {len(jobs)} jobs in {root}")
+    if jobs[0].cfg.launcher.name != "local":
+        return _launch_elsewhere(jobs, root, config_dir)
     for number, job in enumerate(jobs):
         with open_dict(job.cfg):
             job.cfg.paths.multirun_dir = str(root)
@@ -87,6 +89,20 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
                 _write_multirun(root, jobs)
                 raise
             console.print(f"[red]job {number} failed:[/] {job.error or err}")
+    _write_multirun(root, jobs)
+    print_jobs(jobs, root)
+    return jobs
+
+
+def _launch_elsewhere(jobs: list[Job], root: Path, config_dir: str | None) -> list[Job]:
+    """Submit the jobs through the configured launcher (SLURM via submitit) and collect their outcomes."""
+    from dlkit.launcher import submit
+
+    folders = [run_folder.job_folder(root, number) for number in range(len(jobs))]
+    console.print(f"Submitting {len(jobs)} jobs with launcher={jobs[0].cfg.launcher.name}; waiting for them.")
+    results = submit(jobs[0].cfg.launcher, [(j.overrides, f) for j, f in zip(jobs, folders)], root, config_dir)
+    for job, folder, result in zip(jobs, folders, results):
+        job.run_dir, job.status, job.metrics, job.error = folder, result["status"], result["metrics"], result["error"]
     _write_multirun(root, jobs)
     print_jobs(jobs, root)
     return jobs

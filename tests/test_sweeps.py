@@ -136,3 +136,11 @@ def test_grid_multirun_summary_and_failing_jobs(tmp_path):
     table = (root / "summary.md").read_text()
     assert table.count("| failed |") == 2 and "Invalid learning rate" in table
     assert "Invalid learning rate" in result.stdout
+
+
+def test_slurm_launcher_path_runs_jobs_through_submitit_locally(tmp_path):
+    result = run_cli("train", "-m", "launcher=slurm", "launcher.cluster=local", *QUICK, "seed=0,1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = run_folders(tmp_path)
+    assert [r.name for r in runs] == ["0", "1"] and all(summary(r)["status"] == "finished" for r in runs)
+    assert any((runs[0].parent / ".submitit").rglob("*_submitted.pkl"))  # really went through submitit
