@@ -1,0 +1,226 @@
+"""Sequence-to-sequence data: parallel text files, Hugging Face translation sets, and a synthetic default.
+
+Batches: {"src_ids", "src_mask", "tgt_ids", "tgt_mask"} padded to the longest sequence; targets are framed
+[BOS] ... [EOS]. Tokenizers are trained on the training split (cached) with a shared or a separate vocabulary.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from dlkit.data.base import DataModule, split_indices
+from dlkit.data.spec import DataSpec
+from dlkit.data.text import pad_batch
+from dlkit.data.tokenizers import cached_tokenizer, encode, fingerprint, special_ids
+from dlkit.errors import DlkitError, UsageError
+
+Pair = tuple[str, str]
+
+
+class EncodedPairs(Dataset):
+    def __init__(self, src: list[list[int]], tgt: list[list[int]]) -> None:
+        self.src, self.tgt = src, tgt
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, index: int) -> tuple[list[int], list[int]]:
+        return self.src[index], self.tgt[index]
+
+
+class PairCollator:
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        src_ids, src_mask = pad_batch([i[0] for i in items], self.pad_id)
+        tgt_ids, tgt_mask = pad_batch([i[1] for i in items], self.pad_id)
+        return {"src_ids": src_ids, "src_mask": src_mask, "tgt_ids": tgt_ids, "tgt_mask": tgt_mask}
+
+
+class Seq2SeqDataModule(DataModule):
+    """Subclasses give the (source, target) pairs of each split; this class tokenizes, splits and batches."""
+
+    kind = "seq2seq"
+
+    def __init__(self, batch_size: int = 64, tokenizer: dict[str, Any] | None = None, shared_vocab: bool = True,
+                 max_length: int = 128, val_fraction: float = 0.05, test_fraction: float = 0.05,
+                 split_seed: int = 0, cache_dir: str | None = None, num_workers: int | None = 0,
+                 pin_memory: bool | None = None) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        self.settings = {"kind": "bpe", "vocab_size": 8000, "min_frequency": 1, "lowercase": False,
+                         **(tokenizer or {})}
+        self.shared_vocab, self.max_length = shared_vocab, max_length
+        self.fractions = (val_fraction, test_fraction)
+        self.split_seed = split_seed
+        self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")
+
+    def load_pairs(self) -> dict[str, list[Pair]]:
+        raise NotImplementedError
+
+    def source_id(self) -> Any:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        splits = self.load_pairs()
+        if not splits.get("train"):
+            raise DlkitError(f"{type(self).__name__}: the training split is empty")
+        missing = [n for n in ("val", "test") if not splits.get(n)]
+        if missing:
+            cut = [self.fractions[0] if n == "val" else self.fractions[1] for n in missing]
+            parts = split_indices(len(splits["train"]), (1.0 - sum(cut), *cut), self.split_seed)
+            train = splits["train"]
+            splits = {**splits, "train": [train[i] for i in parts[0]]}
+            splits.update({n: [train[i] for i in p] for n, p in zip(missing, parts[1:])})
+        sources = [s for s, _ in splits["train"]]
+        targets = [t for _, t in splits["train"]]
+        key = fingerprint(self.source_id(), self.settings, self.shared_vocab)
+        if self.shared_vocab:
+            self.src_tokenizer = self.tgt_tokenizer = cached_tokenizer(self.cache_dir, key, sources + targets,
+                                                                       **self.settings)
+        else:
+            self.src_tokenizer = cached_tokenizer(self.cache_dir, key + "-src", sources, **self.settings)
+            self.tgt_tokenizer = cached_tokenizer(self.cache_dir, key + "-tgt", targets, **self.settings)
+        ids = special_ids(self.tgt_tokenizer)
+        self.pad_id, self.bos_id, self.eos_id = ids["pad"], ids["bos"], ids["eos"]
+        self.collate_fn = PairCollator(self.pad_id)
+        self.train_set, self.val_set, self.test_set = (self._encode(splits[n]) for n in ("train", "val", "test"))
+        folder = Path(self.cache_dir).expanduser() / "tokenizers"
+        self._spec = DataSpec(
+            kind=self.kind, src_vocab_size=self.src_tokenizer.get_vocab_size(),
+            tgt_vocab_size=self.tgt_tokenizer.get_vocab_size(), pad_id=self.pad_id, bos_id=self.bos_id,
+            eos_id=self.eos_id, max_length=self.max_length + 2,
+            tokenizer_path=str(folder / f"{key}{'' if self.shared_vocab else '-tgt'}.json"),
+            extra={"share_embeddings": self.shared_vocab,
+                   "src_tokenizer_path": str(folder / f"{key}{'' if self.shared_vocab else '-src'}.json")},
+        )
+
+    def _encode(self, pairs: list[Pair]) -> EncodedPairs:
+        src = encode(self.src_tokenizer, [s for s, _ in pairs], max_length=self.max_length)
+        tgt = encode(self.tgt_tokenizer, [t for _, t in pairs], max_length=self.max_length)
+        return EncodedPairs(src, [[self.bos_id, *t, self.eos_id] for t in tgt])
+
+    def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
+        """Source sentences as a batch (targets empty: the model decodes them)."""
+        src = encode(self.src_tokenizer, raw, max_length=self.max_length)
+        src_ids, src_mask = pad_batch(src, self.pad_id)
+        return {"src_ids": src_ids, "src_mask": src_mask}
+
+    def decode(self, ids: list[int]) -> str:
+        """Target ids (BOS/EOS/padding dropped) back to text."""
+        kept = [i for i in ids if i not in (self.pad_id, self.bos_id)]
+        if self.eos_id in kept:
+            kept = kept[: kept.index(self.eos_id)]
+        return self.tgt_tokenizer.decode(kept)
+
+
+# -- sources -----------------------------------------------------------------------------------------------
+def read_pairs(path: str | Path, target_path: str | Path | None = None) -> list[Pair]:
+    """Pairs from a TSV file (source TAB target per line) or from two line-aligned files."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist.")
+    if target_path is not None:
+        target_path = Path(target_path).expanduser()
+        if not target_path.is_file():
+            raise UsageError(f"data file {target_path} does not exist.")
+        sources = path.read_text(encoding="utf-8").splitlines()
+        targets = target_path.read_text(encoding="utf-8").splitlines()
+        if len(sources) != len(targets):
+            raise DlkitError(f"{path} has {len(sources)} lines but {target_path} has {len(targets)}: not aligned.")
+        return list(zip(sources, targets))
+    pairs = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if len(row) < 2:
+                raise DlkitError(f"{path}:{number}: expected source TAB target")
+            pairs.append((row[0], row[1]))
+    return pairs
+
+
+class ParallelTextDataModule(Seq2SeqDataModule):
+    """Your pairs: TSV files (source TAB target) or two aligned files per split; val/test optional."""
+
+    def __init__(self, train_file: str, train_target_file: str | None = None, val_file: str | None = None,
+                 val_target_file: str | None = None, test_file: str | None = None,
+                 test_target_file: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.files = {"train": (train_file, train_target_file), "val": (val_file, val_target_file),
+                      "test": (test_file, test_target_file)}
+
+    def load_pairs(self) -> dict[str, list[Pair]]:
+        if not self.files["train"][0]:
+            raise UsageError("data=parallel_text needs data.train_file=PATH (TSV, or with data.train_target_file).")
+        return {name: read_pairs(*files) for name, files in self.files.items() if files[0]}
+
+    def source_id(self) -> Any:
+        return [[str(Path(f).expanduser()) for f in files if f] for files in self.files.values()]
+
+
+class HFTranslationDataModule(Seq2SeqDataModule):
+    """A Hugging Face translation dataset (e.g. Multi30k) by name or a local folder; downloads on first use."""
+
+    def __init__(self, name: str, source_column: str, target_column: str, subset: str | None = None,
+                 train_split: str = "train", val_split: str | None = "validation", test_split: str | None = "test",
+                 data_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name, self.subset, self.data_dir = name, subset, data_dir
+        self.columns = (source_column, target_column)
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+
+    def load_pairs(self) -> dict[str, list[Pair]]:
+        try:
+            import datasets
+        except ImportError as err:
+            raise UsageError("data=hf_translation needs `datasets`: pip install 'dlkit[hf]'") from err
+        try:
+            dataset = datasets.load_dataset(self.name, self.subset, cache_dir=self.data_dir)
+        except (ConnectionError, OSError, ValueError) as err:
+            raise DlkitError(f"could not load Hugging Face dataset {self.name!r} ({type(err).__name__}); offline, "
+                             "point data.name at a local folder, or use data=parallel_text.") from err
+        source, target = self.columns
+        pairs = {}
+        for name, split in self.splits.items():
+            if split is None or split not in dataset:
+                continue
+            part = dataset[split]
+            if source not in part.column_names or target not in part.column_names:
+                raise UsageError(f"dataset {self.name!r} has no columns {source!r}/{target!r}; columns: "
+                                 f"{', '.join(part.column_names)}.")
+            pairs[name] = list(zip(part[source], part[target]))
+        return pairs
+
+    def source_id(self) -> Any:
+        return [self.name, self.subset, self.columns, self.splits]
+
+
+WORDS = [f"{letter}{digit}" for letter in "abcdefghjk" for digit in "123"]
+
+
+class SyntheticReverseDataModule(Seq2SeqDataModule):
+    """SYNTHETIC task made in code: output the input tokens in reverse order (lengths min..max)."""
+
+    def __init__(self, num_examples: int = 12000, min_length: int = 3, max_words: int = 10, seed: int = 0,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("tokenizer", {"kind": "word"})
+        super().__init__(**kwargs)
+        self.num_examples, self.min_length, self.max_words, self.seed = num_examples, min_length, max_words, seed
+
+    def load_pairs(self) -> dict[str, list[Pair]]:
+        rng = random.Random(self.seed)
+        pairs = []
+        for _ in range(self.num_examples):
+            words = rng.choices(WORDS, k=rng.randint(self.min_length, self.max_words))
+            pairs.append((" ".join(words), " ".join(reversed(words))))
+        return {"train": pairs}
+
+    def source_id(self) -> Any:
+        return ["synthetic_reverse", self.num_examples, self.min_length, self.max_words, self.seed]

@@ -1,0 +1,113 @@
+"""Sequence-to-sequence: teacher-forced training with label smoothing, decoding, BLEU and exact match."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlkit.data.spec import DataSpec
+from dlkit.tasks.base import Task
+
+log = logging.getLogger("dlkit")
+
+
+class Seq2SeqTask(Task):
+    """Batches {src_ids, src_mask, tgt_ids, tgt_mask}; the model gives logits for tgt[:, :-1] -> tgt[:, 1:]."""
+
+    kinds = ("seq2seq",)
+
+    def __init__(self, model: nn.Module, spec: DataSpec, optimizer: Callable[..., Any],
+                 scheduler: Callable[..., dict] | None = None, monitor: str = "val/bleu",
+                 label_smoothing: float = 0.1, beam_size: int = 1, length_penalty: float = 0.6,
+                 max_decode_length: int | None = None, samples: int = 3) -> None:
+        super().__init__(model, spec, optimizer, scheduler, monitor)
+        self.label_smoothing, self.beam_size, self.length_penalty = label_smoothing, beam_size, length_penalty
+        self.max_decode_length, self.samples = max_decode_length, samples
+        self._tokenizer = None
+        self._decoded: dict[str, list[tuple[str, str]]] = {}  # stage -> (output, reference) of the epoch
+
+    def tokenizer(self):
+        """The target tokenizer (loaded lazily from the spec's tokenizer file)."""
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_file(self.spec.tokenizer_path)
+        return self._tokenizer
+
+    def text(self, ids: list[int]) -> str:
+        kept = [i for i in ids if i not in (self.spec.pad_id, self.spec.bos_id)]
+        if self.spec.eos_id in kept:
+            kept = kept[: kept.index(self.spec.eos_id)]
+        return self.tokenizer().decode(kept)
+
+    def _loss(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch["tgt_ids"][:, :-1], batch["tgt_ids"][:, 1:]
+        logits = self.model(batch["src_ids"], batch["src_mask"], inputs, batch["tgt_mask"][:, :-1])
+        smoothing = self.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=self.spec.pad_id, label_smoothing=smoothing)
+        real = targets != self.spec.pad_id
+        accuracy = ((logits.argmax(-1) == targets) & real).sum() / real.sum().clamp(min=1)
+        size = batch["src_ids"].shape[0]
+        self.log(f"{stage}/loss", loss.detach(), on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=size, sync_dist=True)
+        self.log(f"{stage}/token_acc", accuracy, on_epoch=True, on_step=False, batch_size=size, sync_dist=True)
+        return loss, accuracy
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._loss(batch, "train")[0]
+
+    def _decode_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        self._loss(batch, stage)
+        hypotheses = self.generate(batch)
+        references = [self.text(row) for row in batch["tgt_ids"].tolist()]
+        self._decoded.setdefault(stage, []).extend(zip(hypotheses, references))
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._decode_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._decode_step(batch, "test")
+
+    def _epoch_scores(self, stage: str) -> None:
+        import sacrebleu
+
+        decoded = self._decoded.pop(stage, [])
+        if not decoded or self.trainer.sanity_checking:
+            return
+        hypotheses, references = [d[0] for d in decoded], [d[1] for d in decoded]
+        bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+        exact = sum(h == r for h, r in zip(hypotheses, references)) / len(decoded)
+        self.log(f"{stage}/bleu", bleu, sync_dist=True)
+        self.log(f"{stage}/exact_match", exact, sync_dist=True)
+        for hypothesis, reference in list(zip(hypotheses, references))[: self.samples]:
+            log.info("%s sample | output: %s | reference: %s", stage, hypothesis, reference)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_scores("test")
+
+    def generate(self, batch: dict[str, torch.Tensor], beam_size: int | None = None,
+                 length_penalty: float | None = None, max_length: int | None = None) -> list[str]:
+        """Decoded target texts: greedy with beam_size 1, beam search otherwise."""
+        beam = beam_size or self.beam_size
+        limit = max_length or self.max_decode_length
+        if beam == 1:
+            ids = self.model.greedy(batch["src_ids"], batch["src_mask"], max_length=limit)
+        else:
+            ids = self.model.beam_search(batch["src_ids"], batch["src_mask"], beam_size=beam,
+                                         length_penalty=length_penalty or self.length_penalty, max_length=limit)
+        return [self.text(row) for row in ids.tolist()]
+
+    def predict_batch(self, batch: dict[str, torch.Tensor], beam_size: int | None = None,
+                      length_penalty: float | None = None, max_length: int | None = None,
+                      **_: Any) -> list[dict[str, Any]]:
+        """One translation per source sentence."""
+        return [{"translation": text} for text in self.generate(batch, beam_size, length_penalty, max_length)]

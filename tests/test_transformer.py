@@ -1,0 +1,129 @@
+"""The Transformer: masks, padding, caching and beam search invariants; seq2seq end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli, run_folders, summary
+
+from dlkit.data.parallel import ParallelTextDataModule, SyntheticReverseDataModule
+from dlkit.models.transformer import Transformer, sinusoidal_positions
+
+
+@pytest.fixture(params=[False, True], ids=["post-norm", "pre-norm"])
+def model(request) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(30, 32, d_model=32, heads=4, layers=2, d_ff=64, max_length=40, pre_norm=request.param).eval()
+
+
+@pytest.fixture
+def source() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(7, 30, (3, 7))
+    mask = torch.ones_like(ids)
+    ids[0, 4:], mask[0, 4:] = 0, 0
+    return ids, mask
+
+
+def test_a_future_token_cannot_change_an_earlier_position(model, source):
+    target = torch.randint(7, 32, (3, 6))
+    changed = target.clone()
+    changed[:, 4:] = 9
+    before, after = model(*source, target), model(*source, changed)
+    assert torch.allclose(before[:, :4], after[:, :4], atol=1e-5)
+    assert not torch.allclose(before[:, 4:], after[:, 4:])
+
+
+def test_padding_cannot_change_the_output(model, source):
+    ids, mask = source
+    target = torch.randint(7, 32, (3, 6))
+    noisy = ids.clone()
+    noisy[0, 4:] = 17  # garbage under the padding mask
+    assert torch.allclose(model(noisy, mask, target)[0], model(ids, mask, target)[0], atol=1e-5)
+    alone = model(ids[:1, :4], mask[:1, :4], target[:1])
+    assert torch.allclose(alone[0], model(ids, mask, target)[0], atol=1e-5)
+
+
+def test_kv_cache_equals_recomputation_and_beam_one_equals_greedy(model, source):
+    cached, recomputed = model.greedy(*source, max_length=15), model.greedy(*source, max_length=15, use_cache=False)
+    assert torch.equal(cached, recomputed)
+    assert torch.equal(model.beam_search(*source, beam_size=1, max_length=15), cached)
+    beams = model.beam_search(*source, beam_size=4, max_length=15)
+    assert beams.shape[0] == 3 and (beams[:, 0] == model.bos_id).all()
+
+
+def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(model, source):
+    def log_likelihood(ids: torch.Tensor) -> torch.Tensor:
+        logits = model(*source, ids[:, :-1]).log_softmax(-1)
+        picked = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        return (picked * (ids[:, 1:] != model.pad_id)).sum(-1)
+
+    greedy = model.greedy(*source, max_length=8)
+    beam = model.beam_search(*source, beam_size=5, length_penalty=0.0, max_length=8)
+    width = max(greedy.shape[1], beam.shape[1])
+    greedy, beam = (torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in (greedy, beam))
+    assert (log_likelihood(beam) >= log_likelihood(greedy) - 1e-4).all()
+
+
+def test_sinusoidal_positions_follow_the_paper():
+    table = sinusoidal_positions(50, 16)
+    assert torch.allclose(table[:, 0], torch.sin(torch.arange(50.0)))
+    assert torch.allclose(table[3, 1], torch.cos(torch.tensor(3.0)))
+    assert torch.allclose(table[7, 2], torch.sin(torch.tensor(7.0) / 10000 ** (2 / 16)))
+
+
+def test_parallel_text_from_tsv_or_aligned_files_with_separate_vocabularies(tmp_path):
+    (tmp_path / "train.tsv").write_text("ein haus\ta house\nzwei katzen\ttwo cats\n" * 20)
+    (tmp_path / "src.txt").write_text("ein haus\nzwei katzen\n" * 20)
+    (tmp_path / "tgt.txt").write_text("a house\ntwo cats\n" * 20)
+    tsv = ParallelTextDataModule(train_file=str(tmp_path / "train.tsv"), cache_dir=str(tmp_path / "c"),
+                                 tokenizer={"kind": "word"}, shared_vocab=False)
+    tsv.setup()
+    aligned = ParallelTextDataModule(train_file=str(tmp_path / "src.txt"), train_target_file=str(tmp_path / "tgt.txt"),
+                                     cache_dir=str(tmp_path / "c"), tokenizer={"kind": "word"}, shared_vocab=False)
+    aligned.setup()
+    assert len(tsv.train_set) == len(aligned.train_set) == 36
+    batch = tsv.collate_fn([tsv.train_set[0], tsv.train_set[1]])
+    assert batch["tgt_ids"][:, 0].tolist() == [tsv.bos_id] * 2
+    assert tsv.decode(batch["tgt_ids"][0].tolist()) in ("a house", "two cats")
+    assert tsv.src_tokenizer.token_to_id("haus") is not None and tsv.tgt_tokenizer.token_to_id("haus") is None
+    (tmp_path / "short.txt").write_text("a\n")
+    with pytest.raises(Exception, match="not aligned"):
+        ParallelTextDataModule(train_file=str(tmp_path / "src.txt"), train_target_file=str(tmp_path / "short.txt"),
+                               cache_dir=str(tmp_path / "c")).setup()
+
+
+def test_hf_translation_reads_a_local_dataset_folder(tmp_path):
+    from dlkit.data.parallel import HFTranslationDataModule
+
+    folder = tmp_path / "multi30k"
+    folder.mkdir()
+    for split, rows in (("train", 30), ("validation", 4), ("test", 4)):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"de": "ein hund", "en": "a dog"}) + "\n"
+                                                       for _ in range(rows)))
+    dm = HFTranslationDataModule(name=str(folder), source_column="de", target_column="en", tokenizer={"kind": "word"},
+                                 cache_dir=str(tmp_path / "c"), data_dir=str(tmp_path / "hf"))
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (30, 4, 4)
+
+
+def test_synthetic_reverse_is_what_it_says():
+    pairs = SyntheticReverseDataModule(num_examples=50, cache_dir="unused").load_pairs()["train"]
+    assert all(target.split() == source.split()[::-1] for source, target in pairs)
+
+
+@pytest.mark.slow
+def test_transformer_trains_through_the_cli_and_translates(tmp_path):
+    small = ["model.d_model=64", "model.d_ff=128", "model.layers=2", "data.num_examples=3000", "logger=csv",
+             "callbacks=minimal", "trainer.max_epochs=6", "optimizer.lr=0.002"]
+    result = run_cli("train", "model=transformer", *small, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = run_folders(tmp_path)
+    metrics = summary(run)["metrics"]
+    assert metrics["test/token_acc"] > 0.6 and metrics["test/bleu"] > 20
+    losses = [m for m in (run / "train.log").read_text().splitlines() if "val sample" in m]
+    assert losses  # decoded samples are logged each validation epoch
+    predicted = run_cli("predict", "latest", "a1 b2 c3", "--format", "jsonl", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert "translation" in json.loads(predicted.stdout.splitlines()[0])
