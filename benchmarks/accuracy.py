@@ -1,6 +1,6 @@
 """Train every zoo model on its offline default to convergence; print test accuracy and wall time.
 
-    python benchmarks/accuracy.py [--out docs/benchmarks/accuracy.md]
+    python benchmarks/accuracy.py [--models mlp lenet ...] [--seeds 0 1 2]
 
 Targets (issue 3): MLP on digits >= 0.97, LeNet and AlexNet on digits >= 0.98. Runs go to a temporary folder.
 """
@@ -8,6 +8,7 @@ Targets (issue 3): MLP on digits >= 0.97, LeNet and AlexNet on digits >= 0.98. R
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -29,19 +30,24 @@ CASES = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", nargs="*", default=[c[0] for c in CASES])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="median over these seeds")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as out:
         for model, overrides, metric, target in CASES:
             if model not in args.models:
                 continue
-            start = time.perf_counter()
-            [job] = runner.train([f"model={model}", "~callbacks.progress_bar", "~callbacks.model_summary",
-                                  f"paths.output_dir={out}", *overrides])
-            print(f"{model}: {metric} {job.metrics[metric]:.4f}", flush=True)
-            seconds = time.perf_counter() - start
+            values, times = [], []
+            for seed in args.seeds:
+                start = time.perf_counter()
+                [job] = runner.train([f"model={model}", "~callbacks.progress_bar", "~callbacks.model_summary",
+                                      "logger=csv", f"seed={seed}", f"paths.output_dir={out}", *overrides])
+                times.append(time.perf_counter() - start)
+                values.append(job.metrics[metric])
+                print(f"{model} seed {seed}: {metric} {values[-1]:.4f}", flush=True)
             data = job.choices.get("data")
-            rows.append((model, data, metric, job.metrics[metric], target, seconds))
+            rows.append((model, data, metric, statistics.median(values), target, statistics.median(times)))
+    print(f"\nmedians over seeds {args.seeds}")
     print("\n| model | data | metric | value | target | wall time (s) |")
     print("|---|---|---|---|---|---|")
     for model, data, metric, value, target, seconds in rows:

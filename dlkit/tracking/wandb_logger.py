@@ -75,6 +75,7 @@ def make_wandb_logger(run_config: DictConfig, project: str = "dlkit", entity: st
     mode = resolve_mode(mode)
     if mode == "disabled":
         return None
+    import wandb
     from pytorch_lightning.loggers import WandbLogger
 
     run_dir = Path(run_config.paths.run_dir)
@@ -87,6 +88,8 @@ def make_wandb_logger(run_config: DictConfig, project: str = "dlkit", entity: st
         name=name or f"{run_config.get('name') or 'run'}-{label}",
         group=group or (Path(multirun).name if multirun else None), tags=list(tags or []), job_type=job_type,
         log_model=log_model, notes=notes, config=flat_config(run_config),
+        # dlkit says itself where an offline run went and how to sync it; W&B's own console report is noise here
+        settings=wandb.Settings(silent=True),
     )
 
 
