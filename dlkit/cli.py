@@ -236,7 +236,8 @@ def predict(
     texts: Optional[list[str]] = typer.Argument(None, help="Inputs: texts, or image files for image models."),  # noqa: UP045
     input_file: Optional[str] = typer.Option(None, "--input", "-i", help="File of inputs, one per line; - is stdin."),  # noqa: UP045
     fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl or csv."),
-    top_k: int = typer.Option(1, "--top-k", help="Also list the k most likely labels."),
+    top_k: int = typer.Option(1, "--top-k", help="Classifiers: also list the k most likely labels."),
+    beam_size: Optional[int] = typer.Option(None, "--beam-size", help="Seq2seq: beam search width (1: greedy)."),  # noqa: UP045
     batch_size: int = typer.Option(64, help="Inputs per batch."),
     output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
 ) -> None:
@@ -253,7 +254,8 @@ def predict(
         source = sys.stdin.read() if input_file == "-" else _read_inputs(input_file)
         inputs += [line for line in source.splitlines() if line.strip()]
     loaded = inference.load(ref, [], output_dir)
-    records = inference.predict(loaded, inputs, batch_size=batch_size, top_k=top_k)
+    options = {"top_k": top_k} if beam_size is None else {"top_k": top_k, "beam_size": beam_size}
+    records = inference.predict(loaded, inputs, batch_size=batch_size, **options)
     if fmt == "jsonl":
         typer.echo("\n".join(_json.dumps(r) for r in records))
         return

@@ -210,3 +210,22 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     assert "Interrupted." in err
     [run] = run_folders(tmp_path)
     assert summary(run)["status"] == "interrupted"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [
+    ["scheduler=cosine", "scheduler.warmup_ratio=0.2"], ["scheduler=linear_warmup"], ["scheduler=onecycle"],
+    ["scheduler=plateau", "callbacks.model_checkpoint.monitor=val/loss"], ["optimizer=sgd"], ["optimizer=adam"],
+    ["trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=0.5", "trainer.deterministic=true"],
+    ["debug=fast_dev_run"], ["debug=overfit", "trainer.max_epochs=3"],
+])
+def test_schedulers_optimizers_and_switches_train(tmp_path, overrides):
+    from dlkit import runner
+
+    [job] = runner.train([*QUICK, f"paths.output_dir={tmp_path}", *overrides])
+    assert job.status == "finished"
+    assert job.metrics["test/loss"] == job.metrics["test/loss"]  # finite, not NaN
+    if overrides[0].startswith("scheduler="):
+        rows = list(csv.DictReader((job.run_dir / "metrics.csv").open()))
+        rates = {float(r[k]) for r in rows for k in r if k.startswith("lr-") and r[k]}
+        assert len(rates) > 1 or overrides[0] == "scheduler=plateau"  # the schedule changed the rate

@@ -61,3 +61,33 @@ def test_resume_refuses_other_configs_and_missing_checkpoints(tmp_path):
     assert other.returncode == 2 and "picks another config than the run used" in other.stderr
     missing = run_cli("train", "resume=abcdef", cwd=tmp_path)
     assert missing.returncode == 2 and "no run 'abcdef'" in missing.stderr
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    from dlkit.checkpointing import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
+
+    def dies_midway(obj, handle, *args, **kwargs):
+        handle.write(b"partial garbage")
+        raise KeyboardInterrupt  # as a kill during the write would
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_checkpoint_every_n_steps_refreshes_last_ckpt_mid_epoch(tmp_path):
+    result = run_cli("train", "callbacks=minimal", "logger=csv", "trainer.max_epochs=1",
+                     "callbacks.model_checkpoint.every_n_train_steps=7", "callbacks.model_checkpoint.save_top_k=-1",
+                     "callbacks.model_checkpoint.monitor=null",
+                     "callbacks.model_checkpoint.filename='step{step:04d}'", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = run_folders(tmp_path)
+    steps = sorted(p.name for p in (run / "checkpoints").glob("step*.ckpt"))
+    assert "step0007.ckpt" in steps and "step0014.ckpt" in steps

@@ -144,3 +144,15 @@ def test_slurm_launcher_path_runs_jobs_through_submitit_locally(tmp_path):
     runs = run_folders(tmp_path)
     assert [r.name for r in runs] == ["0", "1"] and all(summary(r)["status"] == "finished" for r in runs)
     assert any((runs[0].parent / ".submitit").rglob("*_submitted.pkl"))  # really went through submitit
+
+
+def test_parallel_trials_share_one_study_without_clashes(tmp_path):
+    result = run_cli("sweep", "hparams_search=mlp_optuna", "hparams_search.n_trials=4", "hparams_search.n_jobs=2",
+                     "hparams_search.pruner.name=none", *QUICK, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 4
+    folders = [t.user_attrs["run_dir"] for t in complete]
+    assert len(set(folders)) == len(folders)
+    assert all(summary(tmp_path / f)["status"] == "finished" for f in folders)

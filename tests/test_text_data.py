@@ -167,3 +167,15 @@ def test_encoded_cache_is_invalidated_when_the_file_changes(tmp_path):
     warm = TextFilesDataModule(train_file=str(path), cache_dir=str(tmp_path / "c"))
     warm.setup()
     assert warm.train_set.ids == second.train_set.ids and warm.spec.as_dict() == second.spec.as_dict()
+
+
+def test_a_bert_vocab_txt_is_loaded_with_its_own_ids(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "##s"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    path = _write_csv(tmp_path / "d.csv", ["good films,pos", "bad film,neg"] * 10)
+    dm = TextFilesDataModule(train_file=str(path), cache_dir=str(tmp_path / "c"), add_special_tokens=True,
+                             tokenizer={"path": str(tmp_path / "vocab.txt")})
+    dm.setup()
+    ids, _, _ = dm.train_set[0]
+    assert ids[0] == 2 and ids[-1] == 3 and dm.spec.vocab_size == len(vocab) and dm.spec.mask_id == 4
+    assert set(ids[1:-1]) <= {5, 6, 7, 8}

@@ -99,3 +99,15 @@ def inspect_run_dir(offline: Path) -> dict:
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def test_tensorboard_and_csv_together_with_the_gradient_norm(tmp_path):
+    quick = [o for o in WANDB_QUICK if not o.startswith("callbacks=")]
+    result = run_cli("train", *quick, "logger=[csv,tensorboard]", "callbacks=[minimal,grad_norm]",
+                     "trainer.log_every_n_steps=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = run_folders(tmp_path)
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "train/grad_norm" in header
+    assert not (run / "wandb").exists()

@@ -127,3 +127,6 @@ def test_transformer_trains_through_the_cli_and_translates(tmp_path):
     predicted = run_cli("predict", "latest", "a1 b2 c3", "--format", "jsonl", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert "translation" in json.loads(predicted.stdout.splitlines()[0])
+    beam = run_cli("predict", "latest", "--beam-size", "3", "-f", "jsonl", "a1 b2 c3", "k3 j2", cwd=tmp_path)
+    assert beam.returncode == 0, beam.stderr[-2000:]
+    assert len(beam.stdout.splitlines()) == 2

@@ -59,7 +59,8 @@ class ClassificationTask(Task):
     def test_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def predict_batch(self, inputs: torch.Tensor | dict[str, torch.Tensor], top_k: int = 1) -> list[dict[str, Any]]:
+    def predict_batch(self, inputs: torch.Tensor | dict[str, torch.Tensor], top_k: int = 1,
+                      **_: Any) -> list[dict[str, Any]]:
         """Label and probability per input (and the top-k labels when top_k > 1)."""
         probabilities = self(inputs).softmax(dim=-1)
         names = self.spec.class_names or [str(i) for i in range(probabilities.shape[1])]
