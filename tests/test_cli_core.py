@@ -222,10 +222,14 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
 def test_schedulers_optimizers_and_switches_train(tmp_path, overrides):
     from dlkit import runner
 
-    [job] = runner.train([*QUICK, f"paths.output_dir={tmp_path}", *overrides])
+    schedule = overrides[0].startswith("scheduler=")
+    base = [o if o != "callbacks=minimal" or not schedule else "callbacks=default" for o in QUICK]
+    extra = ["callbacks.lr_monitor.logging_interval=step", "~callbacks.progress_bar",
+             "trainer.log_every_n_steps=1"] if schedule else []
+    [job] = runner.train([*base, *extra, f"paths.output_dir={tmp_path}", *overrides])
     assert job.status == "finished"
     assert job.metrics["test/loss"] == job.metrics["test/loss"]  # finite, not NaN
-    if overrides[0].startswith("scheduler="):
+    if schedule:
         rows = list(csv.DictReader((job.run_dir / "metrics.csv").open()))
         rates = {float(r[k]) for r in rows for k in r if k.startswith("lr-") and r[k]}
         assert len(rates) > 1 or overrides[0] == "scheduler=plateau"  # the schedule changed the rate
