@@ -92,18 +92,17 @@ def config_show(
     resolve: bool = typer.Option(False, "--resolve", help="Resolve ${...} interpolations."),
 ) -> None:
     """Print the composed config as highlighted YAML (nothing is trained)."""
-    from rich.console import Console
-    from rich.syntax import Syntax
-
     from dlkit.config import compose, to_yaml
 
     cfg = compose(list(overrides or []), config_dir)
     text = to_yaml(cfg, resolve=resolve)
-    console = Console()
-    if console.is_terminal:
-        console.print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
-    else:
+    if not sys.stdout.isatty():  # piped: plain YAML, and no need to load the highlighter
         sys.stdout.write(text)
+        return
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    Console().print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
 
 
 @config_app.command("list")
