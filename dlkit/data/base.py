@@ -30,6 +30,26 @@ def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[list[
     return parts
 
 
+def complete_splits(splits: dict[str, list], val_fraction: float, test_fraction: float, seed: int,
+                    owner: str) -> dict[str, list]:
+    """Train, val and test lists: the ones a source lacks are cut out of train; none may end up empty."""
+    from dlkit.errors import DlkitError
+
+    train = splits.get("train") or []
+    if not train:
+        raise DlkitError(f"{owner}: the training split is empty")
+    missing = [name for name in ("val", "test") if not splits.get(name)]
+    if missing:
+        cut = [val_fraction if name == "val" else test_fraction for name in missing]
+        parts = split_indices(len(train), (1.0 - sum(cut), *cut), seed)
+        splits = dict(splits, train=[train[i] for i in parts[0]])
+        splits.update({name: [train[i] for i in part] for name, part in zip(missing, parts[1:])})
+    for name in ("train", "val", "test"):
+        if not splits[name]:
+            raise DlkitError(f"{owner}: the {name} split is empty (too few examples?)")
+    return splits
+
+
 def split(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Dataset]:
     """Split a dataset into Subsets of the given fractions, reproducibly."""
     return [Subset(dataset, part) for part in split_indices(len(dataset), fractions, seed)]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from dlkit.data.base import DataModule, split_indices
+from dlkit.data.base import DataModule, complete_splits
 from dlkit.data.spec import DataSpec
 from dlkit.data.text import pad_batch
 from dlkit.data.tokenizers import cached_tokenizer, encode, fingerprint, special_ids
@@ -70,16 +70,7 @@ class Seq2SeqDataModule(DataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        splits = self.load_pairs()
-        if not splits.get("train"):
-            raise DlkitError(f"{type(self).__name__}: the training split is empty")
-        missing = [n for n in ("val", "test") if not splits.get(n)]
-        if missing:
-            cut = [self.fractions[0] if n == "val" else self.fractions[1] for n in missing]
-            parts = split_indices(len(splits["train"]), (1.0 - sum(cut), *cut), self.split_seed)
-            train = splits["train"]
-            splits = {**splits, "train": [train[i] for i in parts[0]]}
-            splits.update({n: [train[i] for i in p] for n, p in zip(missing, parts[1:])})
+        splits = complete_splits(self.load_pairs(), *self.fractions, self.split_seed, type(self).__name__)
         sources = [s for s, _ in splits["train"]]
         targets = [t for _, t in splits["train"]]
         key = fingerprint(self.source_id(), self.settings, self.shared_vocab)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dlkit.data.base import DataModule, split_indices
+from dlkit.data.base import DataModule, complete_splits
 from dlkit.data.spec import DataSpec
 from dlkit.data.tokenizers import cached_tokenizer, encode, fingerprint, load_tokenizer, special_ids
 from dlkit.errors import DlkitError, UsageError
@@ -139,7 +139,8 @@ class TextClassificationDataModule(DataModule):
             self.labels, encoded = _load_encoded(cache)
             self.tokenizer = self._tokenizer(None)
         else:
-            splits = self._complete_splits(self.load_splits())
+            splits = complete_splits(self.load_splits(), self.val_fraction, self.test_fraction, self.split_seed,
+                                     type(self).__name__)
             self.labels = sorted({ex.label for ex in splits["train"]})
             for name in ("val", "test"):
                 unseen = sorted({ex.label for ex in splits[name]} - set(self.labels))
@@ -161,24 +162,6 @@ class TextClassificationDataModule(DataModule):
     def _encoded_key(self) -> str:
         return fingerprint("encoded", self.source_id(), self.tokenizer_settings, self.max_length,
                            self.add_special_tokens, self.val_fraction, self.test_fraction, self.split_seed)
-
-    def _complete_splits(self, splits: dict[str, list[Example]]) -> dict[str, list[Example]]:
-        """Cut validation (and test) splits out of train when the source has none."""
-        train = splits.get("train") or []
-        if not train:
-            raise DlkitError(f"{type(self).__name__}: the training split is empty")
-        missing = [name for name in ("val", "test") if not splits.get(name)]
-        if missing:
-            fractions = {"val": self.val_fraction, "test": self.test_fraction}
-            cut = [fractions[name] for name in missing]
-            parts = split_indices(len(train), (1.0 - sum(cut), *cut), self.split_seed)
-            splits = dict(splits, train=[train[i] for i in parts[0]])
-            for name, part in zip(missing, parts[1:]):
-                splits[name] = [train[i] for i in part]
-        for name in ("train", "val", "test"):
-            if not splits[name]:
-                raise DlkitError(f"{type(self).__name__}: the {name} split is empty (too few examples?)")
-        return splits
 
     def _tokenizer(self, texts: list[str] | None):
         """The configured tokenizer: loaded from tokenizer.path, or trained on texts (cached; None: from cache)."""
