@@ -111,7 +111,8 @@ def normalize(overrides: list[str] | tuple[str, ...], config_dir: str | Path | N
     for override in overrides:
         key, sep, value = override.partition("=")
         if sep and key.lstrip("+~") in groups:
-            if value in ("null", "none", "None"):
+            names = {o.name for o in groups[key.lstrip("+~")]}
+            if value in ("null", "none", "None") and value not in names:
                 result.append(f"~{key.lstrip('+~')}")  # `logger=null` switches the group off
                 continue
             if re.fullmatch(r"[0-9][0-9,]*", value):

@@ -50,10 +50,22 @@ def prepare(overrides: list[str], config_dir: str | None = None) -> Job:
 
     cfg, choices = compose_with_choices(overrides, config_dir)
     check(cfg, choices)
+    _apply_model_data_settings(cfg)
     with open_dict(cfg):
         if cfg.get("name") is None:
             cfg.name = f"{choices.get('model', 'model')}-{choices.get('data', 'data')}"
     return Job(list(overrides), cfg, choices)
+
+
+def _apply_model_data_settings(cfg: DictConfig) -> None:
+    """Let the model say what its data must use (BERT: its checkpoint's vocabulary and [CLS]/[SEP] framing)."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    settings = getattr(get_class(cfg.model._target_), "data_settings", None)
+    if settings is not None:
+        with open_dict(cfg):
+            cfg.data = OmegaConf.merge(cfg.data, settings(cfg.model))
 
 
 def train(overrides: list[str], multirun: bool = False, config_dir: str | None = None,

@@ -233,3 +233,9 @@ def test_schedulers_optimizers_and_switches_train(tmp_path, overrides):
         rows = list(csv.DictReader((job.run_dir / "metrics.csv").open()))
         rates = {float(r[k]) for r in rows for k in r if k.startswith("lr-") and r[k]}
         assert len(rates) > 1 or overrides[0] == "scheduler=plateau"  # the schedule changed the rate
+
+
+def test_an_option_named_none_is_chosen_and_null_switches_a_group_off(tmp_path):
+    shown = yaml.safe_load(run_cli("config", "show", "scheduler=none", cwd=tmp_path).stdout)
+    assert shown["scheduler"] == {"_target_": None}
+    assert "logger" not in yaml.safe_load(run_cli("config", "show", "logger=null", cwd=tmp_path).stdout)

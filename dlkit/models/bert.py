@@ -221,3 +221,36 @@ def load_hf_pretraining(folder: str | Path) -> BertForPreTraining:
     if missing or unexpected:
         raise ValueError(f"{folder}: weights do not match BERT (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model
+
+
+class BertClassifier(nn.Module):
+    """BERT fine-tuning for single sentences or pairs: dropout + linear on the pooled [CLS] output.
+
+    `pretrained` is a Hugging Face folder (config.json, weights, vocab.txt) whose encoder and vocabulary are
+    used; without it the encoder starts from scratch at the given size.
+    """
+
+    accepts = ("text_classification",)
+
+    def __init__(self, vocab_size: int, num_classes: int, pad_id: int = 0, pretrained: str | None = None,
+                 classifier_dropout: float = 0.1, **config: Any) -> None:
+        super().__init__()
+        if pretrained:
+            self.bert = load_hf_pretraining(pretrained).bert
+        else:
+            self.bert = BertModel(vocab_size, pad_id=pad_id, **config)
+        self.dropout = nn.Dropout(classifier_dropout)
+        self.classifier = nn.Linear(self.bert.pooler.dense.out_features, num_classes)
+
+    @staticmethod
+    def data_settings(model_cfg: Any) -> dict[str, Any]:
+        """What the data must use with this model: the checkpoint's own vocabulary and [CLS]/[SEP] framing."""
+        settings: dict[str, Any] = {"add_special_tokens": True}
+        if model_cfg.get("pretrained"):
+            settings["tokenizer"] = {"path": str(model_cfg["pretrained"]), "lowercase": True}
+        return settings
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        _, pooled = self.bert(input_ids, attention_mask, token_type_ids)
+        return self.classifier(self.dropout(pooled))
