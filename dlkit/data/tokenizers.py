@@ -73,6 +73,8 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None if lowercase else False)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
+    # [MASK], [CLS] ... written in a text stay one token, as in BERT's own tokenizer
+    tokenizer.add_special_tokens([t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is not None])
     return tokenizer
 
 

@@ -231,11 +231,14 @@ class BertClassifier(nn.Module):
     """
 
     accepts = ("text_classification",)
+    """`pretrained` may also be a dlkit pre-training run folder or .ckpt (model=bert_pretrain)."""
 
     def __init__(self, vocab_size: int, num_classes: int, pad_id: int = 0, pretrained: str | None = None,
                  classifier_dropout: float = 0.1, **config: Any) -> None:
         super().__init__()
-        if pretrained:
+        if pretrained and dlkit_checkpoint(pretrained) is not None:
+            self.bert = load_dlkit_encoder(pretrained)
+        elif pretrained:
             self.bert = load_hf_pretraining(pretrained).bert
         else:
             self.bert = BertModel(vocab_size, pad_id=pad_id, **config)
@@ -246,11 +249,41 @@ class BertClassifier(nn.Module):
     def data_settings(model_cfg: Any) -> dict[str, Any]:
         """What the data must use with this model: the checkpoint's own vocabulary and [CLS]/[SEP] framing."""
         settings: dict[str, Any] = {"add_special_tokens": True}
-        if model_cfg.get("pretrained"):
-            settings["tokenizer"] = {"path": str(model_cfg["pretrained"]), "lowercase": True}
+        pretrained = model_cfg.get("pretrained")
+        if pretrained:
+            checkpoint = dlkit_checkpoint(pretrained)
+            path = checkpoint["dlkit"]["spec"]["tokenizer_path"] if checkpoint else str(pretrained)
+            settings["tokenizer"] = {"path": path, "lowercase": True}
         return settings
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         _, pooled = self.bert(input_ids, attention_mask, token_type_ids)
         return self.classifier(self.dropout(pooled))
+
+
+def dlkit_checkpoint(ref: str | Path) -> dict[str, Any] | None:
+    """The checkpoint of a dlkit run folder (best, else last) or .ckpt file; None for anything else."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        found = sorted((path / "checkpoints").glob("best-*.ckpt")) or sorted((path / "checkpoints").glob("last.ckpt"))
+        if not found:
+            return None
+        path = found[-1]
+    if path.suffix != ".ckpt" or not path.is_file():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint if "dlkit" in checkpoint else None
+
+
+def load_dlkit_encoder(ref: str | Path) -> BertModel:
+    """The BERT encoder of a dlkit pre-training run, with its trained weights."""
+    checkpoint = dlkit_checkpoint(ref)
+    if checkpoint is None:
+        raise ValueError(f"{ref} is not a dlkit run or checkpoint")
+    sizes = {k: v for k, v in checkpoint["dlkit"]["config"]["model"].items() if k in HF_CONFIG_KEYS}
+    spec = checkpoint["dlkit"]["spec"]
+    encoder = BertModel(spec["vocab_size"], pad_id=spec["pad_id"], **sizes)
+    prefix = "model.bert."
+    encoder.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+    return encoder

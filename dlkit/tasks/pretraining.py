@@ -1,0 +1,69 @@
+"""BERT pre-training: masked-LM loss plus next-sentence-prediction loss, summed as in the paper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlkit.data.spec import DataSpec
+from dlkit.tasks.base import Task
+
+
+class PretrainingTask(Task):
+    """Batches {input_ids, attention_mask, token_type_ids, mlm_labels (-100 unmasked), nsp_labels}."""
+
+    kinds = ("masked_lm",)
+
+    def __init__(self, model: nn.Module, spec: DataSpec, optimizer: Callable[..., Any],
+                 scheduler: Callable[..., dict] | None = None, monitor: str = "val/loss") -> None:
+        super().__init__(model, spec, optimizer, scheduler, monitor)
+        self._tokenizer = None
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        mlm_logits, nsp_logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        labels = batch["mlm_labels"]
+        mlm_loss = F.cross_entropy(mlm_logits.reshape(-1, mlm_logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        nsp_loss = F.cross_entropy(nsp_logits, batch["nsp_labels"])
+        loss = mlm_loss + nsp_loss
+        chosen = labels != -100
+        mlm_acc = (mlm_logits.argmax(-1)[chosen] == labels[chosen]).float().mean() if chosen.any() else torch.zeros(())
+        nsp_acc = (nsp_logits.argmax(-1) == batch["nsp_labels"]).float().mean()
+        size = labels.shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size,
+                 sync_dist=True)
+        for name, value in (("mlm_loss", mlm_loss), ("nsp_loss", nsp_loss), ("mlm_acc", mlm_acc),
+                            ("nsp_acc", nsp_acc)):
+            self.log(f"{stage}/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_batch(self, batch: dict[str, torch.Tensor], top_k: int = 5, **_: Any) -> list[dict[str, Any]]:
+        """The top-k fills of every [MASK] in each input."""
+        from tokenizers import Tokenizer
+
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.from_file(self.spec.tokenizer_path)
+        logits, _ = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        records = []
+        for row, ids in enumerate(batch["input_ids"]):
+            fills = []
+            for position in (ids == self.spec.mask_id).nonzero().flatten().tolist():
+                probabilities = logits[row, position].softmax(-1)
+                values, tokens = probabilities.topk(max(1, top_k))
+                fills.append([{"token": self._tokenizer.id_to_token(t), "probability": round(v, 6)}
+                              for v, t in zip(values.tolist(), tokens.tolist())])
+            records.append({"fills": fills})
+        return records
