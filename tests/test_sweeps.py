@@ -156,3 +156,17 @@ def test_parallel_trials_share_one_study_without_clashes(tmp_path):
     folders = [t.user_attrs["run_dir"] for t in complete]
     assert len(set(folders)) == len(folders)
     assert all(summary(tmp_path / f)["status"] == "finished" for f in folders)
+
+
+@pytest.mark.parametrize("preset", ["mlp_optuna", "textcnn_optuna", "lstm_optuna", "bert_finetune_optuna"])
+def test_every_preset_composes_and_its_space_parses(preset):
+    from omegaconf import OmegaConf
+
+    from dlkit.config import compose
+    from dlkit.sweeps.space import parse_space
+
+    cfg = compose([f"hparams_search={preset}"])
+    space = parse_space(OmegaConf.to_container(cfg.hparams_search.params))
+    assert space
+    for key in space:  # every searched key exists in the config it searches
+        assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", key
