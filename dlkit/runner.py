@@ -54,6 +54,9 @@ def prepare(overrides: list[str], config_dir: str | None = None) -> Job:
     with open_dict(cfg):
         if cfg.get("name") is None:
             cfg.name = f"{choices.get('model', 'model')}-{choices.get('data', 'data')}"
+        for override in overrides:  # a run id is text: Hydra would read 1889e9 as a float and 001234 as 1234
+            if override.startswith("resume="):
+                cfg.resume = override.split("=", 1)[1].strip("'\"") or None
     return Job(list(overrides), cfg, choices)
 
 

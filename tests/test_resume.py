@@ -91,3 +91,10 @@ def test_checkpoint_every_n_steps_refreshes_last_ckpt_mid_epoch(tmp_path):
     [run] = run_folders(tmp_path)
     steps = sorted(p.name for p in (run / "checkpoints").glob("step*.ckpt"))
     assert "step0007.ckpt" in steps and "step0014.ckpt" in steps
+
+
+@pytest.mark.parametrize("run_id", ["1889e9", "001234", "123456"])
+def test_run_ids_that_look_like_numbers_stay_text(run_id):
+    from dlkit.runner import prepare
+
+    assert prepare([f"resume={run_id}"]).cfg.resume == run_id
