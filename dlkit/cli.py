@@ -181,7 +181,8 @@ def sweep(
     from dlkit.sweeps import study
 
     sweep_dir = study.run(args, config_dir)
-    _sweep_status(str(sweep_dir))
+    if not study.is_worker():  # a parallel sweep's worker process leaves the report to the main one
+        _sweep_status(str(sweep_dir))
     return None
 
 

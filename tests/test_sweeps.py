@@ -146,16 +146,28 @@ def test_slurm_launcher_path_runs_jobs_through_submitit_locally(tmp_path):
     assert any((runs[0].parent / ".submitit").rglob("*_submitted.pkl"))  # really went through submitit
 
 
-def test_parallel_trials_share_one_study_without_clashes(tmp_path):
-    result = run_cli("sweep", "hparams_search=mlp_optuna", "hparams_search.n_trials=4", "hparams_search.n_jobs=2",
-                     "hparams_search.pruner.name=none", *QUICK, cwd=tmp_path)
+def test_parallel_trials_run_in_worker_processes_without_clashes(tmp_path):
+    # a user config folder given with --config-dir: the workers must find it too
+    (tmp_path / "my_conf/hparams_search").mkdir(parents=True)
+    (tmp_path / "my_conf/hparams_search/custom.yaml").write_text(
+        "# @package _global_\nhparams_search:\n  n_trials: 6\n  n_jobs: 2\n  sampler: {name: random, seed: 0}\n"
+        "  pruner: none\n  params:\n    optimizer.lr: tag(log, interval(1e-3, 3e-2))\n")
+    result = run_cli("sweep", "--config-dir", "my_conf", "hparams_search=custom",
+                     *QUICK, "trainer.max_epochs=4", "trainer.limit_train_batches=8", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = _study(tmp_path).trials
+    trials = _study(tmp_path, "custom").trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) >= 4
+    assert len(complete) >= 6 and len(complete) == len(trials)
+    processes = {t.user_attrs["process"] for t in complete}
+    assert len(processes) == 2, processes  # the main process and one worker both ran trials
+    first, second = ([t for t in complete if t.user_attrs["process"] == p] for p in processes)
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+               for a in first for b in second)  # at the same time
+    assert len({t.number for t in trials}) == len(trials)
     folders = [t.user_attrs["run_dir"] for t in complete]
-    assert len(set(folders)) == len(folders)
+    assert sorted(folders) == sorted(f"outputs/sweeps/custom/trial_{t.number:03d}" for t in complete)
     assert all(summary(tmp_path / f)["status"] == "finished" for f in folders)
+    assert result.stdout.count("Best: trial") == 1  # only the main process reports
 
 
 @pytest.mark.parametrize("preset", ["mlp_optuna", "textcnn_optuna", "lstm_optuna", "bert_finetune_optuna"])

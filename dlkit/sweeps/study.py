@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,26 @@ class PruneOnPlateau(pl.Callback):
 
 def sweep_dir_of(cfg: DictConfig, name: str) -> Path:
     return Path(cfg.paths.output_dir) / "sweeps" / name
+
+
+def is_worker() -> bool:
+    """True in a worker process started by a parallel sweep (it runs trials and reports nothing)."""
+    return bool(os.environ.get(WORKER_ENV))
+
+
+def worker_command(overrides: list[str], config_dir: str | None) -> list[str]:
+    """The command of a worker process: the same `dlkit sweep`, through `python -m dlkit`."""
+    options = ["--config-dir", str(config_dir)] if config_dir else []
+    return [sys.executable, "-m", "dlkit", "sweep", *options, "--", *overrides]
+
+
+def storage_of(url: str) -> Any:
+    """Optuna storage for a URL; SQLite waits for its lock (parallel workers write at once) instead of failing."""
+    import optuna
+
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return url
 
 
 def settings(overrides: list[str], config_dir: str | None) -> tuple[DictConfig, dict[str, str], str]:
@@ -104,7 +125,7 @@ def open_study(cfg: DictConfig, name: str, sweep_dir: Path):
     direction = search.get("direction") or ("minimize" if metric_mode(cfg.optimized_metric) == "min" else "maximize")
     storage = search.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(search, space),
+    study = optuna.create_study(study_name=name, storage=storage_of(storage), sampler=_sampler(search, space),
                                 pruner=_pruner(search), direction=direction, load_if_exists=True)
     return study, space, storage
 
@@ -140,7 +161,7 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
     sweep_dir = sweep_dir_of(cfg, name)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     study, space, storage = open_study(cfg, name, sweep_dir)
-    worker = os.environ.get(WORKER_ENV) == "1"
+    worker = is_worker()
     if not worker:
         recovered = recover_interrupted(study) if search.get("recover_interrupted", True) else 0
         if recovered:
@@ -159,6 +180,7 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
         trial_dir = sweep_dir / f"trial_{trial.number:03d}"
         trial_dir.mkdir(parents=True, exist_ok=False)
         trial.set_user_attr("run_dir", str(trial_dir))
+        trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
         chosen = [as_override(k, v) for k, v in params.items()]
         # the model and data the preset picked, so that the command alone reproduces the trial
         picked = [f"{g}={job.choices[g]}" for g in ("model", "data") if not any(o.startswith(f"{g}=") for o in base)]
@@ -178,15 +200,16 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
 
     workers = []
     if not worker and int(search.get("n_jobs", 1)) > 1 and counted(study) < n_trials:
-        command = [sys.executable, "-m", "dlkit.cli", "sweep", *overrides]
-        workers = [subprocess.Popen(command, env={**os.environ, WORKER_ENV: "1"}, stdout=subprocess.DEVNULL)
-                   for _ in range(int(search.n_jobs) - 1)]
+        command = worker_command(overrides, config_dir)
+        workers = [subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(number)}, stdout=subprocess.DEVNULL)
+                   for number in range(1, int(search.n_jobs))]
     try:
         if counted(study) < n_trials:
             study.optimize(objective, callbacks=[enough], timeout=search.get("timeout"), catch=(Exception,))
     finally:
-        for process in workers:
-            process.wait()
+        for number, process in enumerate(workers, start=1):
+            if process.wait() != 0:
+                runner.console.print(f"[yellow]Sweep worker {number} exited with code {process.returncode}.[/]")
     return sweep_dir
 
 
