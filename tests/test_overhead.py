@@ -1,0 +1,33 @@
+"""The per-step savings of issue 9 keep every value: epoch metrics, batches, progress."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import open_dict
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+from dlkit import runner
+from dlkit.training import build_datamodule, build_task, build_trainer
+
+
+def _built(tmp_path, *overrides: str):
+    cfg = runner.prepare(["logger=csv", "callbacks=minimal", f"paths.output_dir={tmp_path}", *overrides]).cfg
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(tmp_path)
+    datamodule = build_datamodule(cfg)
+    return cfg, datamodule, build_task(cfg, datamodule), build_trainer(cfg)
+
+
+def test_epoch_metrics_equal_torchmetrics_over_every_prediction(tmp_path):
+    # batch 4: 45 validation batches, so predictions reach the metrics in more than one chunk
+    _, datamodule, task, trainer = _built(tmp_path, "data.batch_size=4")
+    [result] = trainer.validate(task, datamodule=datamodule, verbose=False)
+    task.eval()
+    with torch.no_grad():
+        logits = torch.cat([task(x) for x, _ in datamodule.val_dataloader()])
+    labels = torch.cat([y for _, y in datamodule.val_dataloader()])
+    assert result["val/acc"] == multiclass_accuracy(logits, labels, 10, average="micro").item()
+    assert result["val/f1"] == multiclass_f1_score(logits, labels, 10, average="macro").item()
+    # a second pass starts from fresh metric states
+    [again] = trainer.validate(task, datamodule=datamodule, verbose=False)
+    assert again["val/acc"] == result["val/acc"]
