@@ -13,7 +13,7 @@ from torch import nn
 from dlkit.errors import DlkitError, UsageError
 from dlkit.inference import Loaded
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "huggingface")
 
 
 class _Positional(nn.Module):
@@ -42,6 +42,8 @@ def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}.")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "huggingface":
+        return export_huggingface(loaded, out_dir)
     names, tensors = example_inputs(loaded)
     model = loaded.task.model.eval()
     wrapped = _Positional(model, names).eval() if names != ["input"] else model
@@ -77,3 +79,48 @@ def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
         metadata["tokenizer"] = "tokenizer.json"
     (out_dir / "model.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return metadata
+
+
+def export_huggingface(loaded: Loaded, out_dir: Path) -> dict[str, Any]:
+    """A BERT run as a Hugging Face model folder: config.json, model.safetensors and the tokenizer.
+
+    Pre-training runs become BertForPreTraining, fine-tuned classifiers BertForSequenceClassification (with
+    their labels); `transformers` loads the folder with from_pretrained, and dlkit with model.pretrained=FOLDER.
+    """
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, processors
+
+    from dlkit.models.bert import BertClassifier, BertForPreTraining
+
+    model, spec = loaded.task.model, loaded.datamodule.spec
+    if isinstance(model, BertForPreTraining):
+        config = {"architectures": ["BertForPreTraining"], **model.bert.hf_config()}
+    elif isinstance(model, BertClassifier):
+        labels = list(spec.class_names or range(model.classifier.out_features))
+        config = {"architectures": ["BertForSequenceClassification"], **model.bert.hf_config(),
+                  "id2label": {str(i): str(name) for i, name in enumerate(labels)},
+                  "label2id": {str(name): i for i, name in enumerate(labels)}}
+    else:
+        raise UsageError(f"--format huggingface is for BERT runs, not {type(model).__name__}; "
+                         "use --format onnx or torchscript.")
+    # the MLM decoder shares the word embeddings (Hugging Face ties them again on load)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "cls.predictions.decoder.weight"}
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tokenizer = Tokenizer.from_file(spec.tokenizer_path)
+    if tokenizer.token_to_id("[CLS]") is not None and tokenizer.token_to_id("[SEP]") is not None:
+        # transformers' tokenizers frame inputs themselves: [CLS] a [SEP] (b [SEP]), as dlkit's data does
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    wordpiece = json.loads(tokenizer.to_str())["model"]["type"] == "WordPiece"
+    if wordpiece:  # BERT's own tokenizer reads vocab.txt: one token a line, in id order
+        vocab = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
+        (out_dir / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    specials = {f"{name}_token": f"[{name.upper()}]" for name in ("pad", "unk", "cls", "sep", "mask")}
+    tokenizer_config = {"tokenizer_class": "BertTokenizerFast" if wordpiece else "PreTrainedTokenizerFast",
+                        "model_max_length": spec.max_length,
+                        **{k: t for k, t in specials.items() if tokenizer.token_to_id(t) is not None}}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
+    return {"format": "huggingface", "file": "model.safetensors", "architectures": config["architectures"]}

@@ -94,11 +94,19 @@ TOPICS = {
     "kitchen": ["bread", "soup", "salt", "oven", "knife", "plate", "cook", "bake"],
     "sport": ["ball", "goal", "team", "match", "coach", "run", "score", "win"],
     "music": ["song", "drum", "piano", "choir", "note", "band", "sing", "play"],
+    "garden": ["tree", "leaf", "rose", "grass", "seed", "soil", "bloom", "grow"],
+    "travel": ["train", "road", "map", "ticket", "hotel", "bag", "trip", "fly"],
+    "school": ["book", "desk", "pen", "class", "test", "learn", "read", "write"],
+    "sea": ["wave", "boat", "fish", "shore", "sail", "tide", "swim", "sand"],
 }
 
 
 def synthetic_documents(count: int, seed: int) -> list[Document]:
-    """SYNTHETIC documents: each keeps to one topic's words, so the next sentence is predictable."""
+    """SYNTHETIC documents: each keeps to one topic's words, so the next sentence is predictable.
+
+    A random "next" sentence comes from another topic 7 times in 8, so next-sentence prediction can reach about
+    94% accuracy; masked words are predictable from the rest of the sentence's topic.
+    """
     rng = random.Random(seed)
     documents = []
     for _ in range(count):

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlkit.errors import DlkitError, UsageError
+
 
 class BertEmbeddings(nn.Module):
     """word + position + token-type embeddings, LayerNorm, dropout."""
@@ -144,6 +146,21 @@ class BertModel(nn.Module):
         hidden = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
         return hidden, self.pooler(hidden)
 
+    def hf_config(self) -> dict[str, Any]:
+        """This encoder's sizes as a Hugging Face BertConfig dict (what config.json holds)."""
+        embeddings, first = self.embeddings, self.encoder.layer[0]
+        return {
+            "model_type": "bert", "vocab_size": embeddings.word_embeddings.num_embeddings,
+            "hidden_size": embeddings.word_embeddings.embedding_dim, "num_hidden_layers": len(self.encoder.layer),
+            "num_attention_heads": first.attention.self.heads,
+            "intermediate_size": first.intermediate.dense.out_features,
+            "max_position_embeddings": embeddings.position_embeddings.num_embeddings,
+            "type_vocab_size": embeddings.token_type_embeddings.num_embeddings,
+            "layer_norm_eps": embeddings.LayerNorm.eps, "hidden_dropout_prob": embeddings.dropout.p,
+            "attention_probs_dropout_prob": first.attention.self.dropout, "hidden_act": "gelu",
+            "position_embedding_type": "absolute", "pad_token_id": embeddings.word_embeddings.padding_idx or 0,
+        }
+
 
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, hidden_size: int, eps: float) -> None:
@@ -198,9 +215,38 @@ HF_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attenti
                   "attention_probs_dropout_prob")
 
 
-def load_hf_pretraining(folder: str | Path) -> BertForPreTraining:
-    """A BertForPreTraining from a Hugging Face folder (config.json + model.safetensors or pytorch_model.bin)."""
-    folder = Path(folder).expanduser()
+HF_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json", "tokenizer_config.json"]
+
+
+def hf_folder(ref: str | Path) -> Path:
+    """The local folder of a Hugging Face BERT: `ref` itself when it is a folder, else the hub model named `ref`.
+
+    Hub models are downloaded once into the Hugging Face cache (HF_HOME); with HF_HUB_OFFLINE=1 the cached
+    copy is used without asking the network.
+    """
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    name = str(ref)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UsageError(f"model.pretrained={ref}: no such folder; give a Hugging Face model folder, a hub name "
+                         "(bert-base-uncased) or a dlkit run.")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:
+        raise UsageError(f"model.pretrained={ref} is not a local folder; hub names need huggingface_hub: "
+                         "pip install 'dlkit[hf]'.") from err
+    try:
+        return Path(snapshot_download(name, allow_patterns=HF_FILES))
+    except Exception as err:  # noqa: BLE001 - the hub fails in many ways (offline, unknown name, no access)
+        raise DlkitError(f"model.pretrained={ref}: could not get it from the Hugging Face hub "
+                         f"({type(err).__name__}). Check the name, or download it once online and give its folder."
+                         ) from err
+
+
+def load_hf_pretraining(ref: str | Path) -> BertForPreTraining:
+    """A BertForPreTraining from a Hugging Face folder or hub name (config.json + safetensors or .bin weights)."""
+    folder = hf_folder(ref)
     config = json.loads((folder / "config.json").read_text())
     model = BertForPreTraining(pad_id=config.get("pad_token_id", 0),
                                **{k: config[k] for k in HF_CONFIG_KEYS if k in config})
@@ -252,7 +298,7 @@ class BertClassifier(nn.Module):
         pretrained = model_cfg.get("pretrained")
         if pretrained:
             checkpoint = dlkit_checkpoint(pretrained)
-            path = checkpoint["dlkit"]["spec"]["tokenizer_path"] if checkpoint else str(pretrained)
+            path = checkpoint["dlkit"]["spec"]["tokenizer_path"] if checkpoint else str(hf_folder(pretrained))
             settings["tokenizer"] = {"path": path, "lowercase": True}
         return settings
 
