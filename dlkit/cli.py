@@ -266,11 +266,12 @@ def predict(
 @app.command()
 def export(
     ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, torchscript, or huggingface (BERT runs)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder to write (default: <run>/export)."),  # noqa: UP045
     output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
 ) -> None:
-    """Export a trained model to ONNX or TorchScript, with model.json (labels, inputs, tokenizer)."""
+    """Export a trained model to ONNX or TorchScript with model.json (labels, inputs, tokenizer), or a BERT run
+    as a Hugging Face folder (config.json, model.safetensors, tokenizer) that transformers loads."""
     from pathlib import Path
 
     from dlkit import inference
@@ -279,7 +280,10 @@ def export(
     loaded = inference.load(ref, [], output_dir)
     target = Path(out) if out else (loaded.run_dir or loaded.checkpoint.parent) / "export" / fmt
     metadata = export_model(loaded, fmt, target)
-    typer.echo(f"Exported {target / metadata['file']} and {target / 'model.json'}")
+    if fmt == "huggingface":
+        typer.echo(f"Exported a Hugging Face {metadata['architectures'][0]} to {target}")
+    else:
+        typer.echo(f"Exported {target / metadata['file']} and {target / 'model.json'}")
 
 
 def _read_inputs(path: str) -> str:
@@ -389,17 +393,25 @@ def _emit(text: str | None) -> None:
 def main() -> None:
     """Entry point: run the app and turn errors into one line and an exit code."""
     import click
+    from typer import exceptions as typer_exceptions
 
-    verbose = "--verbose" in sys.argv or "-v" in sys.argv[1:2] or os.environ.get("DLKIT_VERBOSE") == "1"
+    args = sys.argv[1:]
+    verbose = "--verbose" in args or args[:1] == ["-v"] or os.environ.get("DLKIT_VERBOSE") == "1"
+    if "--verbose" in args[1:]:  # --verbose may stand anywhere on the line (`dlkit train model=x --verbose`)
+        args = ["--verbose", *(a for a in args if a != "--verbose")]
+    # recent Typer raises its own copy of click's exceptions; older versions raise click's
+    command_line_errors = (click.ClickException, getattr(typer_exceptions, "TyperException", click.ClickException))
     try:
         # without standalone mode Typer returns the code of an Exit (Ctrl+C gives 130) instead of exiting
-        code = app(standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except DlkitError as err:
         _fail(err, err.exit_code, verbose)
-    except click.ClickException as err:  # Typer's own usage errors (unknown option, missing argument)
-        err.show()
+    except command_line_errors as err:  # unknown option, missing argument, bad value: usage errors (exit 2)
+        context = getattr(err, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        typer.secho(f"error: {err.format_message()}{hint}", fg="red", err=True)
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer_exceptions.Abort):
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line (traceback with --verbose)
         _fail(err, 1, verbose)

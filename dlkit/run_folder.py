@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +41,19 @@ def new_folder(output_dir: str | Path, multirun: bool = False) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a unique run folder under {base}")
+
+
+def discard(path: Path, root: str | Path) -> None:
+    """Delete a run folder in which nothing ran, and the folders up to root (included) that it leaves empty."""
+    shutil.rmtree(path, ignore_errors=True)
+    root = Path(root).resolve()
+    for parent in Path(path).resolve().parents:
+        if not parent.is_relative_to(root):
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: other runs live there
+            break
 
 
 def job_folder(multirun_dir: Path, job: int) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -195,7 +194,7 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None, callbacks: li
             run_folder.record_end(run_dir, job.status, job.metrics, job.error, started, world_size=job.world_size,
                                   wandb=job.wandb)
         else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            run_folder.discard(run_dir, job.cfg.paths.output_dir)
     if writer:
         print_result(job)
     return job.metrics

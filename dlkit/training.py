@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 
 from dlkit.callbacks import EpochSeeder
 from dlkit.checkpointing import AtomicCheckpointIO
@@ -69,6 +69,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = N
     if cfg.get("seed") is not None:
         callbacks.append(EpochSeeder(int(cfg.seed)))
     loggers = build_loggers(cfg)
+    if not loggers:  # the learning-rate monitor writes through a logger: with logger=null it has nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     return pl.Trainer(
         **kwargs,

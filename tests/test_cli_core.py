@@ -133,6 +133,7 @@ def test_user_conf_overrides_and_extends_packaged_options(tmp_path):
     (["trainer=gpu"], "needs a CUDA GPU and none is visible"),
     (["optimizer.lr=1e-3,1e-4"], "add -m"),
     (["trainer.max_epochs=1.5"], "should be an integer"),
+    (["model.norm=weird"], "MLP refuses its model.* settings: norm='weird': choose batch, layer or null"),
 ])
 def test_bad_input_is_one_clear_line_exit_2_and_no_run_folder(tmp_path, args, expected):
     result = run_cli("train", *args, cwd=tmp_path)
@@ -144,8 +145,23 @@ def test_bad_input_is_one_clear_line_exit_2_and_no_run_folder(tmp_path, args, ex
     assert not (tmp_path / "outputs").exists()
 
 
-def test_verbose_shows_the_traceback(tmp_path):
-    result = run_cli("--verbose", "train", "model=mlpp", cwd=tmp_path)
+@pytest.mark.parametrize(("args", "expected"), [
+    (["train", "--fail-fas"], "No such option: --fail-fas (Possible options: --fail-fast)"),
+    (["export"], "Missing argument 'ref'. (see `dlkit export --help`)"),
+    (["predict", "latest", "--top-k", "many"], "Invalid value for '--top-k'"),
+    (["trian"], "No such command 'trian'"),
+])
+def test_command_line_mistakes_exit_2_with_one_line(tmp_path, args, expected):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+    assert expected in result.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_shows_the_traceback(tmp_path, where):
+    args = ["--verbose", "train", "model=mlpp"] if where == "before" else ["train", "model=mlpp", "--verbose"]
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "Did you mean mlp?" in result.stderr
 
@@ -239,3 +255,11 @@ def test_an_option_named_none_is_chosen_and_null_switches_a_group_off(tmp_path):
     shown = yaml.safe_load(run_cli("config", "show", "scheduler=none", cwd=tmp_path).stdout)
     assert shown["scheduler"] == {"_target_": None}
     assert "logger" not in yaml.safe_load(run_cli("config", "show", "logger=null", cwd=tmp_path).stdout)
+
+
+def test_logger_null_trains_without_any_logger(tmp_path):
+    result = run_cli("train", "logger=null", "trainer.max_epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = run_folders(tmp_path)
+    assert summary(run)["status"] == "finished" and summary(run)["metrics"]["test/acc"] > 0.5
+    assert not (run / "wandb").exists() and not (run / "metrics.csv").exists()

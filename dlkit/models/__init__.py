@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from dlkit.data.spec import DataSpec
+from dlkit.errors import UsageError
 
 
 def build_model(model_cfg: Any, spec: DataSpec) -> nn.Module:
@@ -19,4 +20,8 @@ def build_model(model_cfg: Any, spec: DataSpec) -> nn.Module:
     params = inspect.signature(get_class(model_cfg["_target_"]).__init__).parameters
     spec_values = {**spec.as_dict(), **spec.extra, "spec": spec}
     given = {k: v for k, v in spec_values.items() if k in params and k not in model_cfg and v is not None}
-    return construct(model_cfg, **given)
+    try:
+        return construct(model_cfg, **given)
+    except (ValueError, TypeError) as err:  # a model.* value the architecture refuses: a usage error, no run
+        name = model_cfg["_target_"].rsplit(".", 1)[-1]
+        raise UsageError(f"{name} refuses its model.* settings: {err} (`dlkit config show` prints them).") from err
