@@ -92,8 +92,8 @@ def plain_batches(datamodule: Any) -> tuple[Any, Any]:
     import torch
 
     dataset = datamodule.train_set
-    if hasattr(dataset, "tensors"):  # images: TensorDataset(images, labels)
-        images, labels = dataset.tensors
+    if hasattr(dataset, "images"):  # images and labels as tensors
+        images, labels = dataset.images, dataset.labels
         return labels, lambda index: (images[index], labels[index])
     # text: token ids padded once to the longest text; each batch is cut to its own longest, as dlkit pads
     lengths = torch.tensor([len(ids) for ids in dataset.ids])

@@ -31,3 +31,20 @@ def test_epoch_metrics_equal_torchmetrics_over_every_prediction(tmp_path):
     # a second pass starts from fresh metric states
     [again] = trainer.validate(task, datamodule=datamodule, verbose=False)
     assert again["val/acc"] == result["val/acc"]
+
+
+def test_image_batches_are_gathered_at_once_with_the_values_of_per_row_collation():
+    from torch.utils.data import DataLoader, default_collate
+
+    from dlkit.data.base import Batch, collate
+    from dlkit.data.vision import ImageTensors
+
+    images, labels = torch.randn(10, 1, 4, 4), torch.arange(10)
+    plain = ImageTensors(images, labels)
+    assert isinstance(plain.__getitems__([3, 1]), Batch)
+    gathered = list(DataLoader(plain, batch_size=4, shuffle=False, collate_fn=collate))
+    rows = list(DataLoader([plain[i] for i in range(10)], batch_size=4, collate_fn=default_collate))
+    for (x, y), (x_ref, y_ref) in zip(gathered, rows, strict=True):
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref) and x.dtype == x_ref.dtype
+    # augmented rows keep their own random draw each
+    assert isinstance(ImageTensors(images, labels, hflip=True).__getitems__([3, 1]), list)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from dlkit.data.spec import DataSpec
 
@@ -16,6 +17,15 @@ def loader_kwargs(num_workers: int | None, pin_memory: bool | None) -> dict:
     workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if num_workers is None else num_workers
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     return {"num_workers": workers, "pin_memory": pin, "persistent_workers": workers > 0}
+
+
+class Batch(tuple):
+    """A whole batch that a dataset gathered at once in `__getitems__`; `collate` passes it through."""
+
+
+def collate(items: Any) -> Any:
+    """torch's default_collate, except for a Batch, which already is one (a plain tuple of its tensors)."""
+    return tuple(items) if isinstance(items, Batch) else default_collate(items)
 
 
 def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[list[int]]:
@@ -85,7 +95,7 @@ class DataModule(pl.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self._spec: DataSpec | None = None
-        self.collate_fn = None
+        self.collate_fn: Any = collate
         # the seed dlkit set before building the data: shuffling follows it, epoch by epoch
         self.shuffle_seed = torch.initial_seed() % 2**31
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
-from dlkit.data.base import DataModule, split_indices
+from dlkit.data.base import Batch, DataModule, split_indices
 from dlkit.data.spec import DataSpec
 from dlkit.errors import DlkitError, UsageError
 
@@ -41,7 +41,7 @@ class DigitsDataModule(DataModule):
         parts = split_indices(len(labels), self.fractions, self.split_seed)
         self.mean, self.std = (images[parts[0]].mean(), images[parts[0]].std()) if self.normalize else (0.0, 1.0)
         images = (images - self.mean) / self.std
-        self.train_set, self.val_set, self.test_set = (TensorDataset(images[p], labels[p]) for p in parts)
+        self.train_set, self.val_set, self.test_set = (ImageTensors(images[p], labels[p]) for p in parts)
         self._spec = DataSpec(kind=self.kind, num_classes=10, class_names=[str(i) for i in range(10)],
                               input_shape=(1, 8, 8))
 
@@ -76,6 +76,16 @@ class ImageTensors(Dataset):
             top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()
             image = padded[:, top:top + image.shape[1], left:left + image.shape[2]]
         return image, self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> Batch | list[tuple[torch.Tensor, torch.Tensor]]:
+        """A batch by one gather per tensor: the rows default_collate would stack, without a lookup per row.
+
+        With augmentation each row is drawn on its own as before, so the random draws stay the same.
+        """
+        if self.hflip or self.crop_padding:
+            return [self[i] for i in indices]
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return Batch((self.images[index], self.labels[index]))
 
 
 class ImageDataModule(DataModule):
