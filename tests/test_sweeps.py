@@ -108,6 +108,7 @@ def test_wandb_sweep_yaml_is_what_wandb_sweep_accepts(tmp_path):
     from wandb.sdk.launch.sweeps.utils import create_sweep_command, load_sweep_config
 
     result = run_cli("sweep", "--backend", "wandb", "hparams_search=textcnn_optuna", "trainer.max_epochs=5",
+                     "logger.wandb.project=reviews", "logger.wandb.entity=lab",
                      cwd=tmp_path, env={"WANDB_API_KEY": "", "WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr
     path = tmp_path / "outputs/sweeps/textcnn_optuna/wandb_sweep.yaml"
@@ -118,9 +119,76 @@ def test_wandb_sweep_yaml_is_what_wandb_sweep_accepts(tmp_path):
     assert config["parameters"]["model.num_filters"] == {"distribution": "int_uniform", "min": 32, "max": 200}
     assert config["parameters"]["model.embedding_dim"] == {"values": [64, 128, 300]}
     command = create_sweep_command(config["command"])
-    assert command[:3] == ["dlkit", "train", "trainer.max_epochs=5"] and command[-1] == "${args_no_hyphens}"
+    assert command[:4] == ["dlkit", "train", "model=textcnn", "data=synthetic_sentiment"]
+    assert "trainer.max_epochs=5" in command and command[-1] == "${args_no_hyphens}"
+    assert config["project"] == "reviews" and config["entity"] == "lab"  # `wandb sweep FILE` creates it there
     allowed = {"uniform", "log_uniform_values", "int_uniform", "q_log_uniform_values"}
     assert all("values" in p or p["distribution"] in allowed for p in config["parameters"].values())
+
+
+def _one_value(parameter: dict):
+    """A value an agent could be given for a W&B sweep parameter."""
+    if "values" in parameter:
+        return parameter["values"][-1]
+    low, high = parameter["min"], parameter["max"]
+    if parameter["distribution"] == "int_uniform":
+        return (low + high) // 2
+    if parameter["distribution"].endswith("log_uniform_values"):
+        value = (low * high) ** 0.5
+        return round(value) if "q" in parameter else value
+    return (low + high) / 2
+
+
+@pytest.mark.parametrize(("preset", "model"), [
+    ("mlp_optuna", "MLP"), ("textcnn_optuna", "TextCNN"), ("lstm_optuna", "RNNClassifier"),
+    ("bert_finetune_optuna", "BertClassifier")])
+def test_wandb_agent_command_composes_the_trials_config(preset, model, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    from dlkit import runner
+    from dlkit.sweeps import wandb_sweep
+    from dlkit.sweeps.space import as_override
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"hparams_search={preset}", "seed=7"]
+    path, sweep_id = wandb_sweep.write(overrides)
+    assert sweep_id is None  # not logged in: the file only
+    config = yaml.safe_load(path.read_text())
+    assert config["command"][:2] == ["dlkit", "train"]
+    values = {key: _one_value(parameter) for key, parameter in config["parameters"].items()}
+    agent_args = create_sweep_command_args({"args": {k: {"value": v} for k, v in values.items()}})["args_no_hyphens"]
+    # what `wandb agent` runs: the command's arguments, then key=value for every sampled parameter
+    agent = runner.prepare([*config["command"][2:-1], *agent_args])
+    assert agent.cfg.model._target_.endswith(f".{model}")
+    assert agent.cfg.seed == 7
+    for key, value in values.items():
+        assert OmegaConf.select(agent.cfg, key) == (yaml.safe_load(value) if isinstance(value, str) else value), key
+    # the config a trial of the Optuna backend composes with the same values
+    trial = runner.prepare([*overrides, *(as_override(k, yaml.safe_load(v) if isinstance(v, str) else v)
+                                          for k, v in values.items())])
+    expected = OmegaConf.to_container(trial.cfg)
+    expected.pop("hparams_search")
+    assert OmegaConf.to_container(agent.cfg) == expected
+    assert config["project"] == "dlkit"  # logger.wandb.project
+
+
+def test_wandb_agent_command_keeps_what_a_users_preset_sets(tmp_path, monkeypatch):
+    from dlkit import runner
+    from dlkit.sweeps import wandb_sweep
+
+    _custom_search(tmp_path, "    optimizer.lr: choice(0.001, 0.01)\n")
+    preset = tmp_path / "conf/hparams_search/custom.yaml"
+    preset.write_text(preset.read_text().replace("# test search\n", "defaults:\n  - override /model: lenet\n"
+                                                 "  - override /scheduler: cosine\ntrainer:\n  max_epochs: 7\n"))
+    monkeypatch.chdir(tmp_path)
+    path, _ = wandb_sweep.write(["hparams_search=custom"])
+    command = yaml.safe_load(path.read_text())["command"]
+    assert command[:2] == ["dlkit", "train"] and command[-1] == "${args_no_hyphens}"
+    assert sorted(command[2:-1]) == ["data=digits", "model=lenet", "scheduler=cosine", "trainer.max_epochs=7"]
+    agent = runner.prepare([*command[2:-1], "optimizer.lr=0.01"])
+    assert agent.cfg.model._target_.endswith(".LeNet") and agent.cfg.trainer.max_epochs == 7
+    assert agent.choices["scheduler"] == "cosine"
 
 
 def test_grid_multirun_summary_and_failing_jobs(tmp_path):

@@ -25,6 +25,7 @@ from dlkit.errors import UsageError
 from dlkit.sweeps.space import as_override, grid, parse_space, suggest
 
 WORKER_ENV = "DLKIT_SWEEP_WORKER"
+_MISSING = object()
 SWEEP_FILE = "sweep.json"
 
 
@@ -76,6 +77,42 @@ def settings(overrides: list[str], config_dir: str | None) -> tuple[DictConfig, 
         raise UsageError("dlkit sweep needs hparams_search=NAME (see `dlkit config list hparams_search`).")
     name = search.get("study_name") or job.choices.get("hparams_search", "sweep")
     return job.cfg, job.choices, name
+
+
+def _is_search(override: str) -> bool:
+    return override.lstrip("+~").startswith("hparams_search")
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a config container as {dotted.key: value}; lists are leaves."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}.{key}".lstrip(".")).items()}
+
+
+def train_overrides(overrides: list[str], config_dir: str | None = None) -> list[str]:
+    """Overrides with which `dlkit train` composes what the sweep's trials compose, minus the preset itself.
+
+    That is the groups the preset picks (model and data always named), the user's overrides, and any value
+    the preset sets outside `hparams_search`.
+    """
+    from dlkit.config import compose_with_choices
+
+    cfg, choices = compose_with_choices(overrides, config_dir)
+    base = [o for o in overrides if not _is_search(o)]
+    _, plain = compose_with_choices(base, config_dir)
+    given = {o.partition("=")[0].lstrip("+~") for o in base}
+    picked = [f"{group}={choice}" for group, choice in choices.items()
+              if group != "hparams_search" and group not in given
+              and (group in ("model", "data") or plain.get(group) != choice)]
+    picked += [f"{group}=null" for group in plain if group not in choices and group not in given]
+    args = [*picked, *base]
+    target = _leaves({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "hparams_search"})
+    current = _leaves(OmegaConf.to_container(compose_with_choices(args, config_dir)[0]))
+    for key, value in target.items():
+        if current.get(key, _MISSING) != value:
+            args.append(("" if key in current else "+") + as_override(key, value))
+    return args
 
 
 def _named(node: Any, default: str) -> dict[str, Any]:
@@ -170,7 +207,7 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
             "study": name, "storage": storage, "overrides": overrides, "metric": cfg.optimized_metric,
             "direction": study.direction.name.lower()})
     n_trials = int(search.n_trials)
-    base = [o for o in overrides if not o.startswith("hparams_search")]
+    reproduce = ["dlkit", "train", *train_overrides(overrides, config_dir)]
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, space)
@@ -181,10 +218,7 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
         trial_dir.mkdir(parents=True, exist_ok=False)
         trial.set_user_attr("run_dir", str(trial_dir))
         trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
-        chosen = [as_override(k, v) for k, v in params.items()]
-        # the model and data the preset picked, so that the command alone reproduces the trial
-        picked = [f"{g}={job.choices[g]}" for g in ("model", "data") if not any(o.startswith(f"{g}=") for o in base)]
-        trial.set_user_attr("command", " ".join(["dlkit train", *picked, *base, *chosen]))
+        trial.set_user_attr("command", " ".join([*reproduce, *(as_override(k, v) for k, v in params.items())]))
         pruning = PruneOnPlateau(trial, cfg.optimized_metric)
         runner.run_job(job, trial_dir, callbacks=[pruning])
         if pruning.pruned:

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from dlkit.config import metric_mode
 from dlkit.sweeps.space import parse_space, to_wandb
-from dlkit.sweeps.study import settings, sweep_dir_of
+from dlkit.sweeps.study import _named, settings, sweep_dir_of, train_overrides
 
 METHODS = {"tpe": "bayes", "cmaes": "bayes", "random": "random", "grid": "grid"}
 
@@ -20,18 +20,22 @@ def sweep_config(overrides: list[str], config_dir: str | None = None) -> tuple[d
     cfg, _, name = settings(overrides, config_dir)
     search = cfg.hparams_search
     space = parse_space(OmegaConf.to_container(search.params, resolve=True))
-    base = [o for o in overrides if not o.startswith("hparams_search")]
     goal = search.get("direction") or ("minimize" if metric_mode(cfg.optimized_metric) == "min" else "maximize")
-    config = {
+    config: dict[str, Any] = {
         "name": name,
+        "project": OmegaConf.select(cfg, "logger.wandb.project", default=None) or "dlkit",
+        "entity": OmegaConf.select(cfg, "logger.wandb.entity", default=None),
         "program": "dlkit",
-        # `dlkit train <base overrides> key=value ...`: W&B passes the parameters as Hydra-style key=value
-        "command": ["dlkit", "train", *base, "${args_no_hyphens}"],
-        "method": METHODS.get((search.get("sampler") or {}).get("name", "tpe"), "bayes"),
+        # `dlkit train <the preset's groups and the user's overrides> key=value ...`: the trials' config, with W&B
+        # passing the sampled parameters as Hydra-style key=value
+        "command": ["dlkit", "train", *train_overrides(overrides, config_dir), "${args_no_hyphens}"],
+        "method": METHODS.get(_named(search.get("sampler"), "tpe")["name"], "bayes"),
         "metric": {"name": cfg.optimized_metric, "goal": goal},
         "parameters": to_wandb(space),
         "run_cap": int(search.n_trials),
     }
+    if config["entity"] is None:
+        del config["entity"]
     return config, sweep_dir_of(cfg, name)
 
 
@@ -47,4 +51,4 @@ def write(overrides: list[str], config_dir: str | None = None) -> tuple[Path, st
         return path, None
     import wandb
 
-    return path, wandb.sweep(config, project="dlkit")
+    return path, wandb.sweep(config, project=config["project"], entity=config.get("entity"))
