@@ -48,3 +48,33 @@ def test_image_batches_are_gathered_at_once_with_the_values_of_per_row_collation
         assert torch.equal(x, x_ref) and torch.equal(y, y_ref) and x.dtype == x_ref.dtype
     # augmented rows keep their own random draw each
     assert isinstance(ImageTensors(images, labels, hflip=True).__getitems__([3, 1]), list)
+
+
+def test_text_batches_equal_row_by_row_padding():
+    import random
+
+    from dlkit.data.text import TextCollator
+
+    def reference(items, pad_id):  # the row-by-row padding the collator used to do
+        longest = max(1, max(len(i[0]) for i in items))
+        ids = torch.full((len(items), longest), pad_id, dtype=torch.long)
+        mask, types = torch.zeros_like(ids), torch.zeros_like(ids)
+        for row, (seq, segments, _) in enumerate(items):
+            ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+            if segments is not None:
+                types[row, : len(segments)] = torch.as_tensor(segments)
+        return ids, mask, types
+
+    rng = random.Random(0)
+    for pairs in (False, True):
+        rows = [[rng.randrange(1, 50) for _ in range(rng.randrange(0, 12))] for _ in range(16)]
+        items = [(r, [0] * (len(r) // 2) + [1] * (len(r) - len(r) // 2) if pairs else None, rng.randrange(3))
+                 for r in rows]
+        inputs, labels = TextCollator(pad_id=7)(items)
+        ids, mask, types = reference(items, 7)
+        assert torch.equal(inputs["input_ids"], ids) and torch.equal(inputs["attention_mask"], mask)
+        assert torch.equal(inputs["token_type_ids"], types) and labels.tolist() == [i[2] for i in items]
+        assert inputs["input_ids"].dtype == inputs["attention_mask"].dtype == inputs["token_type_ids"].dtype
+    only_empty, _ = TextCollator(pad_id=0)([([], None, 0)])
+    assert only_empty["input_ids"].shape == (1, 1) and only_empty["attention_mask"].sum() == 0

@@ -49,13 +49,14 @@ class EncodedTexts(Dataset):
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the longest sequence: (ids [B, T], mask [B, T] with 1 on real tokens)."""
-    longest = max(1, max(len(s) for s in sequences))
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
+    """Pad to the longest sequence: (ids [B, T], mask [B, T] with 1 on real tokens).
+
+    One tensor is built from the padded lists (not one per row): the collation cost is per batch, not per text.
+    """
+    lengths = [len(seq) for seq in sequences]
+    longest = max(1, max(lengths))
+    ids = torch.tensor([[*seq, *[pad_id] * (longest - len(seq))] for seq in sequences], dtype=torch.long)
+    mask = (torch.arange(longest) < torch.tensor(lengths).unsqueeze(1)).long()
     return ids, mask
 
 
@@ -67,10 +68,11 @@ class TextCollator:
 
     def __call__(self, items: list[tuple[list[int], list[int] | None, int]]) -> tuple[dict, torch.Tensor]:
         ids, mask = pad_batch([item[0] for item in items], self.pad_id)
-        type_ids = torch.zeros_like(ids)
-        for row, item in enumerate(items):
-            if item[1] is not None:
-                type_ids[row, : len(item[1])] = torch.as_tensor(item[1])
+        if any(item[1] is not None for item in items):  # sentence pairs: segment ids, padded with 0
+            type_ids, _ = pad_batch([item[1] or [] for item in items], 0)
+            type_ids = torch.nn.functional.pad(type_ids, (0, ids.shape[1] - type_ids.shape[1]))
+        else:
+            type_ids = torch.zeros_like(ids)
         labels = torch.tensor([item[2] for item in items], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}, labels
 
@@ -316,7 +318,8 @@ class HFTextDataModule(TextClassificationDataModule):
         try:
             import datasets
         except ImportError as err:
-            raise UsageError("data=hf_text needs the Hugging Face `datasets` package: pip install 'dlkit[hf]'") from err
+            raise UsageError(f"Hugging Face dataset {self.name!r} needs the `datasets` package: "
+                             "pip install 'dlkit[hf]'") from err
         try:
             return datasets.load_dataset(self.name, self.subset, cache_dir=self.data_dir)
         except (ConnectionError, OSError, ValueError) as err:
