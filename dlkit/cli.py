@@ -158,6 +158,7 @@ def sweep(
     overrides: Optional[list[str]] = _overrides_argument(),  # noqa: UP045
     backend: str = typer.Option("optuna", "--backend", help="optuna (dlkit runs the study) or wandb (a W&B sweep)."),
     config_dir: Optional[str] = ConfigDir,  # noqa: UP045
+    output_dir: str = typer.Option("outputs", help="sweep status: where sweeps are looked up (paths.output_dir)."),
 ) -> None:
     """Search hyperparameters with hparams_search=NAME; `dlkit sweep status [SWEEP]` reports on a study.
 
@@ -165,7 +166,7 @@ def sweep(
     """
     args = list(overrides or [])
     if args[:1] == ["status"]:
-        return _sweep_status(args[1] if len(args) > 1 else "latest")
+        return _sweep_status(args[1] if len(args) > 1 else "latest", output_dir)
     if backend == "wandb":
         from dlkit.sweeps import wandb_sweep
 
@@ -186,11 +187,11 @@ def sweep(
     return None
 
 
-def _sweep_status(sweep: str) -> None:
+def _sweep_status(sweep: str, output_dir: str = "outputs") -> None:
     from dlkit.sweeps import study as studies
     from dlkit.tracking import tables
 
-    study, folder, info = studies.load(sweep)
+    study, folder, info = studies.load(sweep, output_dir)
     header, rows = studies.trials_table(study)
     tables.render(header, rows, title=f"Study {info['study']} ({info['direction']} {info['metric']}): {folder}")
     try:

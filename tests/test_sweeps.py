@@ -71,6 +71,25 @@ def test_sigkill_mid_trial_then_the_same_command_resumes_without_duplicates(tmp_
     assert len({t.number for t in complete}) == 3
 
 
+def test_sweep_status_finds_a_sweep_under_another_output_dir(tmp_path):
+    result = run_cli("sweep", "hparams_search=mlp_optuna", "hparams_search.n_trials=2",
+                     "hparams_search.pruner.name=none", "paths.output_dir=elsewhere", *QUICK, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "elsewhere/sweeps/mlp_optuna"
+    assert (folder / "study.db").is_file() and not (tmp_path / "outputs").exists()
+    for how in (["latest"], ["mlp"]):
+        status = run_cli("sweep", "status", *how, "--output-dir", "elsewhere", cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.count("complete") == 2 and "Best: trial" in status.stdout
+    # the folder itself, looked at from another directory (its SQLite path was written relative to the sweep's)
+    (tmp_path / "other").mkdir()
+    status = run_cli("sweep", "status", str(folder), cwd=tmp_path / "other")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("complete") == 2 and not (tmp_path / "other/elsewhere").exists()
+    missing = run_cli("sweep", "status", "latest", cwd=tmp_path)
+    assert missing.returncode == 2 and "under outputs/sweeps" in missing.stderr and "--output-dir" in missing.stderr
+
+
 def _custom_search(tmp_path, params: str, pruner: str = "none", seed: int = 0) -> None:
     folder = tmp_path / "conf" / "hparams_search"
     folder.mkdir(parents=True)

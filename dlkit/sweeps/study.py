@@ -261,20 +261,25 @@ def trials_table(study) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def load(sweep: str | Path):
-    """(study, sweep folder, sweep.json) of a sweep folder, or of the newest sweep under outputs/sweeps."""
+def load(sweep: str | Path, output_dir: str | Path = "outputs"):
+    """(study, folder, sweep.json) of a sweep folder, or of a sweep under <output_dir>/sweeps by name or latest."""
     import optuna
 
-    path = Path(sweep)
+    path, root = Path(sweep), Path(output_dir) / "sweeps"
     if not (path / SWEEP_FILE).is_file():
-        candidates = sorted(Path("outputs/sweeps").glob(f"{sweep}*/{SWEEP_FILE}")) if sweep != "latest" else \
-            sorted(Path("outputs/sweeps").glob(f"*/{SWEEP_FILE}"), key=lambda p: p.stat().st_mtime)
+        found = root.glob(f"*/{SWEEP_FILE}") if str(sweep) == "latest" else root.glob(f"{sweep}*/{SWEEP_FILE}")
+        candidates = sorted(found, key=lambda p: p.stat().st_mtime) if str(sweep) == "latest" else sorted(found)
         if not candidates:
-            raise UsageError(f"no sweep {str(sweep)!r}: give a sweep folder (outputs/sweeps/NAME) or `latest`.")
+            raise UsageError(f"no sweep {str(sweep)!r} under {root}: give a sweep folder, or --output-dir where "
+                             "the sweep ran (its paths.output_dir).")
         path = candidates[-1].parent
     info = json.loads((path / SWEEP_FILE).read_text())
+    storage = info["storage"]
+    if storage.startswith("sqlite:///") and Path(storage[len("sqlite:///"):]).name == "study.db" \
+            and (path / "study.db").is_file():
+        storage = f"sqlite:///{path / 'study.db'}"  # the folder's own database, wherever it is looked at from
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=info["study"], storage=info["storage"]), path, info
+    return optuna.load_study(study_name=info["study"], storage=storage_of(storage)), path, info
 
 
 def plots(study, sweep_dir: Path) -> list[Path]:
