@@ -237,12 +237,14 @@ def predict(
     texts: Optional[list[str]] = typer.Argument(None, help="Inputs: texts, or image files for image models."),  # noqa: UP045
     input_file: Optional[str] = typer.Option(None, "--input", "-i", help="File of inputs, one per line; - is stdin."),  # noqa: UP045
     fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl or csv."),
-    top_k: int = typer.Option(1, "--top-k", help="Classifiers: also list the k most likely labels."),
+    top_k: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--top-k", min=1, help="Classifiers: the k most likely labels (default 1); masked LM: k fills (5)."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", help="Seq2seq: beam search width (1: greedy)."),  # noqa: UP045
     batch_size: int = typer.Option(64, help="Inputs per batch."),
     output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
 ) -> None:
-    """Predict with a trained model: a label and its probability per input line."""
+    """Predict with a trained model, one result per input: a label and its probability (classifiers), a
+    translation (seq2seq), or the top fills of each [MASK] (BERT pre-training)."""
     import json as _json
 
     from dlkit import inference
@@ -255,7 +257,7 @@ def predict(
         source = sys.stdin.read() if input_file == "-" else _read_inputs(input_file)
         inputs += [line for line in source.splitlines() if line.strip()]
     loaded = inference.load(ref, [], output_dir)
-    options = {"top_k": top_k} if beam_size is None else {"top_k": top_k, "beam_size": beam_size}
+    options = {name: value for name, value in (("top_k", top_k), ("beam_size", beam_size)) if value is not None}
     records = inference.predict(loaded, inputs, batch_size=batch_size, **options)
     if fmt == "jsonl":
         typer.echo("\n".join(_json.dumps(r) for r in records))
@@ -276,8 +278,10 @@ def export(
     from pathlib import Path
 
     from dlkit import inference
+    from dlkit.export import check_format
     from dlkit.export import export as export_model
 
+    check_format(fmt)
     loaded = inference.load(ref, [], output_dir)
     target = Path(out) if out else (loaded.run_dir or loaded.checkpoint.parent) / "export" / fmt
     metadata = export_model(loaded, fmt, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlkit.errors import DlkitError, UsageError
+from dlkit.errors import DlkitError, UsageError, did_you_mean
 from dlkit.inference import Loaded
 
 FORMATS = ("onnx", "torchscript", "huggingface")
@@ -31,16 +32,26 @@ def example_inputs(loaded: Loaded) -> tuple[list[str], tuple[torch.Tensor, ...]]
     """Input names and one real test batch to trace the model with."""
     batch = next(iter(loaded.datamodule.test_dataloader()))
     inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if isinstance(inputs, dict):
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in inputs]
+    if isinstance(inputs, dict):  # the batch keys the model's forward takes, in its order
+        names = [n for n in inspect.signature(loaded.task.model.forward).parameters if n in inputs]
         return names, tuple(inputs[n] for n in names)
     return ["input"], (inputs,)
 
 
+def _length_axis(name: str) -> str:
+    """The name of a tensor's dynamic length: seq2seq sources and targets differ in length."""
+    return "target" if name.startswith("tgt") else "sequence"
+
+
+def check_format(fmt: str) -> None:
+    """Refuse an unknown export format (before any model is loaded)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}.{did_you_mean(fmt, FORMATS)}")
+
+
 def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
     """Write model.onnx or model.pt plus model.json (labels, inputs, tokenizer) into out_dir; return the metadata."""
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}.")
+    check_format(fmt)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "huggingface":
         return export_huggingface(loaded, out_dir)
@@ -50,9 +61,14 @@ def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
     target = out_dir / ("model.onnx" if fmt == "onnx" else "model.pt")
     try:
         if fmt == "onnx":
-            dynamic = {n: {0: "batch", **({1: "sequence"} if t.dim() == 2 else {})} for n, t in zip(names, tensors)}
+            dynamic = {n: {0: "batch", **({1: _length_axis(n)} if t.dim() == 2 else {})}
+                       for n, t in zip(names, tensors)}
+            with torch.no_grad():
+                output = wrapped(*tensors)
+            per_token = (output[0] if isinstance(output, tuple) else output).dim() == 3  # [batch, length, vocab]
+            logits_axes = {0: "batch", **({1: _length_axis(names[-1])} if per_token else {})}
             torch.onnx.export(wrapped, tensors, str(target), input_names=names, output_names=["logits"],
-                              dynamic_axes={**dynamic, "logits": {0: "batch"}}, dynamo=False)
+                              dynamic_axes={**dynamic, "logits": logits_axes}, dynamo=False)
         else:
             torch.jit.save(torch.jit.trace(wrapped, tensors, check_trace=False), str(target))
     except ImportError as err:
@@ -71,6 +87,9 @@ def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
                                                 "shape": ["batch", *t.shape[1:]]} for n, t in zip(names, tensors)],
         "output": "logits", "pad_id": spec.pad_id,
     }
+    if spec.kind == "seq2seq":  # the model gives next-token logits for a target prefix: decode step by step
+        metadata.update(bos_id=spec.bos_id, eos_id=spec.eos_id, max_length=spec.max_length,
+                        decoding="feed tgt_ids = [bos] and append the argmax of the last logits until eos")
     if getattr(loaded.datamodule, "mean", None) is not None and not isinstance(loaded.datamodule.mean, float):
         metadata["normalize"] = {"mean": torch.as_tensor(loaded.datamodule.mean).flatten().tolist(),
                                  "std": torch.as_tensor(loaded.datamodule.std).flatten().tolist()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli, run_folders, summary
@@ -130,3 +131,28 @@ def test_transformer_trains_through_the_cli_and_translates(tmp_path):
     beam = run_cli("predict", "latest", "--beam-size", "3", "-f", "jsonl", "a1 b2 c3", "k3 j2", cwd=tmp_path)
     assert beam.returncode == 0, beam.stderr[-2000:]
     assert len(beam.stdout.splitlines()) == 2
+
+    # export: next-token logits for (source, target prefix), lengths dynamic in ONNX
+    import onnxruntime
+
+    from dlkit import inference
+    from dlkit.export import example_inputs
+
+    for fmt in ("onnx", "torchscript"):
+        exported = run_cli("export", "latest", "-f", fmt, cwd=tmp_path)
+        assert exported.returncode == 0, exported.stderr[-2000:]
+    loaded = inference.load(str(run))
+    names, tensors = example_inputs(loaded)
+    assert names == ["src_ids", "src_mask", "tgt_ids", "tgt_mask"]
+    metadata = json.loads((run / "export" / "onnx" / "model.json").read_text())
+    assert (metadata["kind"], metadata["bos_id"]) == ("seq2seq", loaded.datamodule.spec.bos_id)
+    session = onnxruntime.InferenceSession(str(run / "export" / "onnx" / "model.onnx"))
+    shorter = [t[:, :3] if n.startswith("tgt") else t for n, t in zip(names, tensors)]
+    for inputs in (tensors, shorter):
+        with torch.no_grad():
+            expected = loaded.task.model(*inputs)
+        feeds = {i.name: inputs[names.index(i.name)].numpy() for i in session.get_inputs()}
+        assert np.allclose(session.run(None, feeds)[0], expected.numpy(), atol=1e-4)
+    scripted = torch.jit.load(str(run / "export" / "torchscript" / "model.pt"))
+    with torch.no_grad():
+        assert torch.allclose(scripted(*tensors), loaded.task.model(*tensors), atol=1e-5)
