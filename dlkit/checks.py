@@ -40,8 +40,9 @@ def check(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
                          f"Data that fits {model_name}: {fits}.")
     task_kinds = tuple(getattr(get_class(cfg.task._target_), "kinds", ()))
     if task_kinds and data_kind not in task_kinds:
-        raise UsageError(f"task={choices.get('task', cfg.task._target_)} does not handle {data_kind} data "
-                         f"(data={data_name}); it handles {', '.join(task_kinds)}.")
+        handled = ", ".join(k.replace("_", " ") for k in task_kinds)
+        raise UsageError(f"task={choices.get('task', cfg.task._target_)} does not handle {data_kind.replace('_', ' ')} "
+                         f"data (data={data_name}); it handles {handled}.")
 
     trainer = cfg.trainer
     accelerator = str(trainer.get("accelerator", "auto"))
