@@ -78,3 +78,18 @@ def test_text_batches_equal_row_by_row_padding():
         assert inputs["input_ids"].dtype == inputs["attention_mask"].dtype == inputs["token_type_ids"].dtype
     only_empty, _ = TextCollator(pad_id=0)([([], None, 0)])
     assert only_empty["input_ids"].shape == (1, 1) and only_empty["attention_mask"].sum() == 0
+
+
+def test_progress_bar_skips_updates_within_its_interval_but_always_shows_the_last_batch(tmp_path):
+    from dlkit.callbacks import ThrottledRichProgressBar
+
+    bar = ThrottledRichProgressBar(update_interval=3600)
+    assert [bar._due(i, 5) for i in range(5)] == [True, False, False, False, True]
+    assert all(ThrottledRichProgressBar(update_interval=0)._due(i, 5) for i in range(5))
+
+    cfg, datamodule, task, _ = _built(tmp_path, "trainer.max_epochs=1", "trainer.limit_val_batches=2")
+    bar = ThrottledRichProgressBar(update_interval=3600, leave=True)
+    trainer = build_trainer(cfg, extra_callbacks=[bar])
+    trainer.fit(task, datamodule=datamodule)
+    assert trainer.progress_bar_callback is bar
+    assert bar.train_progress_bar.completed == bar.train_progress_bar.total == 20
