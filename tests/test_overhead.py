@@ -93,3 +93,25 @@ def test_progress_bar_skips_updates_within_its_interval_but_always_shows_the_las
     trainer.fit(task, datamodule=datamodule)
     assert trainer.progress_bar_callback is bar
     assert bar.train_progress_bar.completed == bar.train_progress_bar.total == 20
+
+
+def test_fused_null_picks_fused_kernels_only_for_cuda_parameters_without_clipping(tmp_path):
+    from types import SimpleNamespace
+
+    for name in ("adam", "adamw", "adamw_finetune", "sgd"):
+        cfg = runner.prepare([f"optimizer={name}", f"paths.output_dir={tmp_path}"]).cfg
+        assert "fused" in cfg.optimizer and cfg.optimizer.fused is None, name
+    _, _, task, trainer = _built(tmp_path)
+    task._trainer = trainer
+    optimizer = task.configure_optimizers()  # CPU: torch's own default, exactly as without the key
+    assert optimizer.defaults["fused"] is None and optimizer.defaults["foreach"] is None
+
+    cuda = [SimpleNamespace(device=torch.device("cuda"), is_floating_point=lambda: True)] * 2
+    assert task._fused_choice(cuda) == {"fused": True}
+    cpu = SimpleNamespace(device=torch.device("cpu"), is_floating_point=lambda: True)
+    assert task._fused_choice([*cuda, cpu]) == {}
+    task._trainer = SimpleNamespace(gradient_clip_val=1.0)
+    assert task._fused_choice(cuda) == {}
+    task._trainer = None
+    task.optimizer_factory.keywords["fused"] = False  # an explicit choice is passed through untouched
+    assert task._fused_choice(cuda) == {}

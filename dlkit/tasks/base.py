@@ -28,12 +28,25 @@ class Task(pl.LightningModule):
         self.meta: dict[str, Any] = {"spec": spec.as_dict()}
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params, **self._fused_choice(params))
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps, monitor=self.monitor)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _fused_choice(self, params: list[nn.Parameter]) -> dict[str, bool]:
+        """`fused: null` in the optimizer config: fused kernels when every parameter is a floating-point CUDA tensor
+        and gradients are not clipped (Lightning refuses to clip with a fused optimizer under mixed precision).
+
+        Otherwise the keyword stays None, torch's own default (foreach on CUDA): False would turn foreach off.
+        """
+        if getattr(self.optimizer_factory, "keywords", {}).get("fused", False) is not None:
+            return {}
+        clipping = self._trainer is not None and bool(self._trainer.gradient_clip_val)
+        on_cuda = bool(params) and all(p.device.type == "cuda" and p.is_floating_point() for p in params)
+        return {"fused": True} if on_cuda and not clipping else {}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dlkit"] = self.meta
