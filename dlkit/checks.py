@@ -44,6 +44,9 @@ def check(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
         raise UsageError(f"task={choices.get('task', cfg.task._target_)} does not handle {data_kind.replace('_', ' ')} "
                          f"data (data={data_name}); it handles {handled}.")
 
+    matmul = cfg.get("matmul_precision")
+    if matmul is not None and matmul not in ("highest", "high", "medium"):
+        raise UsageError(f"matmul_precision={matmul}: choose highest, high or medium (or null for torch's default).")
     trainer = cfg.trainer
     accelerator = str(trainer.get("accelerator", "auto"))
     precision = str(trainer.get("precision", "32-true"))

@@ -54,12 +54,15 @@ def build_datamodule(cfg: DictConfig) -> DataModule:
 def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
     """The task (LightningModule) around the model sized from the data's spec."""
     model = build_model(cfg.model, datamodule.spec)
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
     if cfg.get("compile"):
         model = torch.compile(model)
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
     task: Task = construct(cfg.task, model=model, spec=datamodule.spec, optimizer=optimizer, scheduler=scheduler)
     task.meta["config"] = OmegaConf.to_container(cfg, resolve=True)
+    task.channels_last = bool(cfg.get("channels_last"))
     return task
 
 
@@ -94,6 +97,8 @@ def train(cfg: DictConfig, ckpt_path: str | None = None,
     """
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule)
     trainer = build_trainer(cfg, callbacks)

@@ -115,3 +115,42 @@ def test_fused_null_picks_fused_kernels_only_for_cuda_parameters_without_clippin
     task._trainer = None
     task.optimizer_factory.keywords["fused"] = False  # an explicit choice is passed through untouched
     assert task._fused_choice(cuda) == {}
+
+
+def test_channels_last_keeps_weights_and_image_batches_nhwc_with_the_same_outputs(tmp_path):
+    cfg, datamodule, task, trainer = _built(tmp_path, "model=lenet", "channels_last=true", "trainer.max_epochs=1",
+                                            "trainer.limit_train_batches=3", "trainer.limit_val_batches=1")
+    convs = [m for m in task.model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+    assert task.channels_last and convs
+    nhwc = torch.channels_last
+    assert all(c.weight.is_contiguous(memory_format=nhwc) and not c.weight.is_contiguous() for c in convs)
+    images, labels = next(iter(datamodule.train_dataloader()))
+    moved, same_labels = task.on_after_batch_transfer((images, labels), 0)
+    assert moved.is_contiguous(memory_format=torch.channels_last) and same_labels is labels
+    batch = {"x": torch.randn(2, 3, 4, 4), "ids": torch.ones(2, 3, 4, 4).long()}
+    rgb, ids = task.on_after_batch_transfer(batch, 0).values()
+    assert rgb.is_contiguous(memory_format=nhwc) and not rgb.is_contiguous() and ids.is_contiguous()
+    _, _, plain, _ = _built(tmp_path, "model=lenet")
+    plain.load_state_dict(task.state_dict())
+    assert torch.allclose(task(moved), plain(images), atol=1e-5)
+    trainer.fit(task, datamodule=datamodule)  # trains end to end
+
+
+def test_matmul_precision_is_set_for_the_run_and_checked(tmp_path):
+    import pytest
+
+    from dlkit.errors import UsageError
+    from dlkit.training import train
+
+    with pytest.raises(UsageError, match="matmul_precision=fast: choose highest, high or medium"):
+        runner.prepare(["matmul_precision=fast", f"paths.output_dir={tmp_path}"])
+    cfg = runner.prepare(["matmul_precision=high", "fit=false", "test=false", "logger=csv", "callbacks=minimal",
+                          f"paths.output_dir={tmp_path}"]).cfg
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(tmp_path)
+    before = torch.get_float32_matmul_precision()
+    try:
+        train(cfg)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
 from dlkit.data.spec import DataSpec
@@ -15,6 +17,8 @@ class Task(pl.LightningModule):
     """A LightningModule around a plain nn.Module; subclasses define the steps for one kind of data."""
 
     kinds: tuple[str, ...] = ()
+    # set by training.build_task from the `channels_last` switch: 4-D float batches are made NHWC on the device
+    channels_last: bool = False
 
     def __init__(self, model: nn.Module, spec: DataSpec, optimizer: Callable[..., Any],
                  scheduler: Callable[..., dict] | None = None, monitor: str = "val/loss") -> None:
@@ -48,5 +52,17 @@ class Task(pl.LightningModule):
         on_cuda = bool(params) and all(p.device.type == "cuda" and p.is_floating_point() for p in params)
         return {"fused": True} if on_cuda and not clipping else {}
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not self.channels_last:
+            return batch
+        return apply_to_collection(batch, torch.Tensor, _to_channels_last)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dlkit"] = self.meta
+
+
+def _to_channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    """Image batches [N, C, H, W] in NHWC memory order; other tensors as they are."""
+    if tensor.dim() == 4 and tensor.is_floating_point():
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
