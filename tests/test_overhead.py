@@ -154,3 +154,25 @@ def test_matmul_precision_is_set_for_the_run_and_checked(tmp_path):
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+def test_every_data_config_sets_workers_and_pinned_memory(tmp_path):
+    import inspect
+
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from dlkit.config import config_groups
+    from dlkit.data.base import DataModule
+
+    for option in config_groups()["data"]:
+        node = OmegaConf.load(option.path)
+        assert "num_workers" in node and node.pin_memory is None, option.name
+        cls = get_class(node._target_)
+        assert issubclass(cls, DataModule)
+        # the key reaches DataModule: named by the class or passed on through **kwargs
+        assert all("pin_memory" in inspect.signature(c.__init__).parameters or
+                   any(p.kind is p.VAR_KEYWORD for p in inspect.signature(c.__init__).parameters.values())
+                   for c in cls.__mro__ if issubclass(c, DataModule) and "__init__" in vars(c)), option.name
+    _, datamodule, _, _ = _built(tmp_path, "data.pin_memory=true", "data.batch_size=8")
+    assert datamodule.train_dataloader().pin_memory is True
