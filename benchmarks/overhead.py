@@ -9,12 +9,17 @@ monitor, model summary. Two logger set-ups: `logger=csv` (metrics.csv only) and 
 (W&B offline + metrics.csv). The plain loop builds the same model class from the same config and data spec,
 reads the same in-memory training tensors, and runs zero_grad / forward / cross-entropy / backward / step with
 the same optimizer and batch size, shuffling every epoch, nothing else (no metrics, no logging, no validation).
+A third run, bare Lightning, puts the plain loop's model, optimizer and batches in a minimal LightningModule and
+Trainer (no logger, callbacks, progress bar or checkpoints): the floor under anything built on Lightning.
 
 Steady state: the first `warmup` epochs are skipped; in the measured epochs the time between consecutive
 training-batch starts is summed (Lightning's on_train_batch_start; the same point in the plain loop), so each
 interval is one whole training iteration (fetch, step, hooks, logging) and validation and epoch ends are left
-out of both. Each run is its own process with the same torch thread count; dlkit and plain runs are
-interleaved; the table shows medians over the repeats. Target (issue 9): dlkit / plain >= 0.97.
+out of both. Time is the training process's CPU time (all its threads): the machine is shared, and wall-clock
+time also counts other people's processes (the wall-clock ratio is printed beside it). Each run is its own
+process with the same torch thread count and fixed glibc malloc thresholds (STEADY_MALLOC; --system-malloc to
+drop them); the runs are interleaved; the table shows medians over the repeats and the median of the ratios
+of runs of the same repeat. Target (issue 9): dlkit / plain >= 0.97.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ CASES: dict[str, tuple[list[str], int, int]] = {
     "textcnn": (["model=textcnn"], 1, 3),
     "mlp_b32": (["model=mlp", "data.batch_size=32"], 2, 10),
 }
-VARIANTS = ("plain", "csv", "wandb")
+VARIANTS = ("plain", "lightning", "csv", "wandb")
 
 
 def overrides_for(case: str, variant: str, output_dir: str) -> list[str]:
@@ -61,14 +66,9 @@ def rates(epochs: list[list[tuple[float, float]]]) -> dict[str, float]:
     return {"wall": steps / wall, "cpu": steps / cpu}
 
 
-def run_dlkit(case: str, variant: str, output_dir: str) -> dict[str, Any]:
-    """One `dlkit train` run with a callback timing the training-batch starts of the measured epochs."""
+def batch_starts(warmup: int) -> Any:
+    """A Lightning callback stamping every training-batch start from epoch `warmup` on (its `.epochs`)."""
     import pytorch_lightning as pl
-    import torch
-
-    from dlkit import run_folder, runner
-
-    warmup = CASES[case][1]
 
     class BatchStarts(pl.Callback):
         def __init__(self) -> None:
@@ -79,7 +79,16 @@ def run_dlkit(case: str, variant: str, output_dir: str) -> dict[str, Any]:
             if trainer.current_epoch >= warmup:
                 self.epochs.setdefault(trainer.current_epoch, []).append(stamp())
 
-    timer = BatchStarts()
+    return BatchStarts()
+
+
+def run_dlkit(case: str, variant: str, output_dir: str) -> dict[str, Any]:
+    """One `dlkit train` run with a callback timing the training-batch starts of the measured epochs."""
+    import torch
+
+    from dlkit import run_folder, runner
+
+    timer = batch_starts(CASES[case][1])
     job = runner.prepare(overrides_for(case, variant, output_dir))
     runner.run_job(job, run_folder.new_folder(job.cfg.paths.output_dir), callbacks=[timer])
     epochs = [timer.epochs[e] for e in sorted(timer.epochs)]
@@ -113,45 +122,97 @@ def plain_batches(datamodule: Any) -> tuple[Any, Any]:
     return labels, batch
 
 
+class PlainSetup:
+    """What the hand-written loop and bare Lightning share: the composed config, the model built as dlkit builds
+    it (same seed, class, config and data spec), its optimizer, and batches cut from the in-memory training
+    tensors in a new random order every epoch."""
+
+    def __init__(self, case: str, output_dir: str) -> None:
+        import pytorch_lightning as pl
+        import torch
+        from hydra.utils import instantiate
+        from omegaconf import open_dict
+
+        from dlkit import runner
+        from dlkit.models import build_model
+        from dlkit.training import build_datamodule
+
+        job = runner.prepare(overrides_for(case, "plain", output_dir))
+        self.cfg, self.data = job.cfg, job.choices.get("data")
+        with open_dict(self.cfg):
+            self.cfg.paths.run_dir = output_dir
+        pl.seed_everything(int(self.cfg.seed), workers=True, verbose=False)
+        datamodule = build_datamodule(self.cfg)
+        self.model = build_model(self.cfg.model, datamodule.spec).train()
+        self.optimizer = instantiate(self.cfg.optimizer)(params=[p for p in self.model.parameters() if p.requires_grad])
+        labels, self.make_batch = plain_batches(datamodule)
+        self.batch_size, self.size = int(self.cfg.data.batch_size), len(labels)
+        self.epochs, self.warmup = int(self.cfg.trainer.max_epochs), CASES[case][1]
+        self.generator = torch.Generator().manual_seed(int(self.cfg.seed))
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __iter__(self) -> Any:
+        """One epoch of (inputs, labels) batches."""
+        import torch
+
+        order = torch.randperm(self.size, generator=self.generator)
+        return (self.make_batch(order[i:i + self.batch_size]) for i in range(0, self.size, self.batch_size))
+
+    def loss(self, inputs: Any, targets: Any) -> Any:
+        import torch.nn.functional as F
+
+        logits = self.model(**inputs) if isinstance(inputs, dict) else self.model(inputs)
+        return F.cross_entropy(logits, targets)
+
+    def result(self, epochs: list[list[tuple[float, float]]]) -> dict[str, Any]:
+        import torch
+
+        return {**rates(epochs), "batch_size": self.batch_size, "threads": torch.get_num_threads(),
+                "steps_per_epoch": len(epochs[0]), "measured_epochs": len(epochs), "data": self.data}
+
+
 def run_plain(case: str, output_dir: str) -> dict[str, Any]:
-    """The hand-written loop: same config, data tensors, model class, optimizer, batch size and epoch count."""
-    import pytorch_lightning as pl
-    import torch
-    import torch.nn.functional as F
-    from hydra.utils import instantiate
-    from omegaconf import open_dict
-
-    from dlkit import runner
-    from dlkit.models import build_model
-    from dlkit.training import build_datamodule
-
-    warmup = CASES[case][1]
-    cfg = runner.prepare(overrides_for(case, "plain", output_dir)).cfg
-    with open_dict(cfg):
-        cfg.paths.run_dir = output_dir
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg.model, datamodule.spec).train()
-    optimizer = instantiate(cfg.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
-    labels, make_batch = plain_batches(datamodule)
-    batch_size, size = int(cfg.data.batch_size), len(labels)
-    generator = torch.Generator().manual_seed(int(cfg.seed))
+    """The hand-written loop: zero_grad, forward, loss, backward, step; nothing else."""
+    setup = PlainSetup(case, output_dir)
     epochs = []
-    for epoch in range(int(cfg.trainer.max_epochs)):
-        order = torch.randperm(size, generator=generator)
+    for epoch in range(setup.epochs):
         starts = []
-        for first in range(0, size, batch_size):
-            inputs, targets = make_batch(order[first:first + batch_size])
+        for inputs, targets in setup:
             starts.append(stamp())
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(**inputs) if isinstance(inputs, dict) else model(inputs)
-            loss = F.cross_entropy(logits, targets)
+            setup.optimizer.zero_grad(set_to_none=True)
+            loss = setup.loss(inputs, targets)
             loss.backward()
-            optimizer.step()
-        if epoch >= warmup:
+            setup.optimizer.step()
+        if epoch >= setup.warmup:
             epochs.append(starts)
-    return {**rates(epochs), "batch_size": batch_size, "threads": torch.get_num_threads(),
-            "steps_per_epoch": len(epochs[0]), "measured_epochs": len(epochs)}
+    return setup.result(epochs)
+
+
+def run_lightning(case: str, output_dir: str) -> dict[str, Any]:
+    """Bare Lightning, the floor under any Lightning-based tool: the plain loop's model, optimizer and batches in a
+    minimal LightningModule; no logging, metrics, callbacks, progress bar or checkpoints."""
+    import pytorch_lightning as pl
+
+    setup = PlainSetup(case, output_dir)
+
+    class Bare(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = setup.model
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            return setup.loss(*batch)
+
+        def configure_optimizers(self) -> Any:
+            return setup.optimizer
+
+    timer = batch_starts(setup.warmup)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=setup.epochs, logger=False, callbacks=[timer],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Bare(), train_dataloaders=setup)
+    return setup.result([timer.epochs[e] for e in sorted(timer.epochs)])
 
 
 def child(case: str, variant: str, threads: int, out: str) -> None:
@@ -160,18 +221,28 @@ def child(case: str, variant: str, threads: int, out: str) -> None:
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as output_dir:
-        result = run_plain(case, output_dir) if variant == "plain" else run_dlkit(case, variant, output_dir)
+        runs = {"plain": run_plain, "lightning": run_lightning}
+        result = runs[variant](case, output_dir) if variant in runs else run_dlkit(case, variant, output_dir)
     Path(out).write_text(json.dumps(result))
 
 
-def measure(case: str, variant: str, threads: int) -> dict[str, Any]:
+# glibc returns large freed blocks to the system and faults them back in at moments that differ from run to run
+# (0.1 to 1.9 ms of system time per TextCNN step, in either loop alike); fixed thresholds keep the activations on
+# the heap so that this noise, which is not the loops', does not swamp a comparison of a few percent
+STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30)}
+LABELS = {"lightning": "bare Lightning (the floor)", "csv": "dlkit, logger=csv",
+          "wandb": "dlkit, default logger (W&B offline + CSV)"}
+
+
+def measure(case: str, variant: str, threads: int, steady_malloc: bool = True) -> dict[str, Any]:
     """One run in a fresh process; Rich renders its progress bar as on a 120-column terminal (into /dev/null)."""
     env = {**os.environ, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "120", "WANDB_MODE": "offline",
-           "WANDB_SILENT": "true"}
+           "WANDB_SILENT": "true", **(STEADY_MALLOC if steady_malloc else {})}
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [sys.executable, __file__, "--child", case, variant, "--threads", str(threads), "--out", out.name]
+        load = os.getloadavg()[0]
         subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
-        return json.loads(Path(out.name).read_text())
+        return {**json.loads(Path(out.name).read_text()), "load": load}
 
 
 def main() -> None:
@@ -180,6 +251,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for every run")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--system-malloc", action="store_true", help="keep glibc's default malloc thresholds")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -192,7 +264,7 @@ def main() -> None:
         for case in args.cases:
             # interleaved, and the order rotated each repeat so no variant always runs first
             for variant in variants[repeat % len(variants):] + variants[: repeat % len(variants)]:
-                result = measure(case, variant, args.threads)
+                result = measure(case, variant, args.threads, not args.system_malloc)
                 results.setdefault((case, variant), []).append(result)
                 print(f"repeat {repeat} {case} {variant}: {result['cpu']:.1f} steps/CPU-s, {result['wall']:.1f} "
                       "steps/s wall", file=sys.stderr, flush=True)
@@ -202,22 +274,25 @@ def main() -> None:
 def print_table(results: dict[tuple[str, str], list[dict[str, Any]]], cases: list[str], variants: list[str],
                 threads: int, repeats: int) -> None:
     """The Markdown table: medians of steps/s, and the median of the paired (same repeat) ratios."""
+    load = statistics.median(r["load"] for runs in results.values() for r in runs)
     print(f"\ntorch threads {threads}; medians of {repeats} interleaved runs; steady state (warm-up epochs, "
-          "validation and epoch ends excluded); steps/s per CPU second of the training process")
-    print("| model | data | batch | steps/epoch | dlkit logger | dlkit steps/s | plain loop steps/s | ratio | "
-          "ratio (wall clock) | target |")
+          "validation and epoch ends excluded); steps/s per CPU second of the training process; "
+          f"median 1-minute load average at the runs' starts {load:.1f} on {os.cpu_count()} cores")
+    print("| model | data | batch | steps/epoch | run | steps/s | plain loop steps/s | ratio | ratio (wall clock) | "
+          "target |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for case in cases:
         plain = results[(case, "plain")]
         for variant in variants:
             runs = results[(case, variant)]
             ratio = {k: statistics.median(r[k] / p[k] for r, p in zip(runs, plain)) for k in ("cpu", "wall")}
-            logger = "csv" if variant == "csv" else "wandb (offline) + csv"
-            mark = "met" if ratio["cpu"] >= 0.97 else "missed"
-            print(f"| {CASES[case][0][0].split('=')[1]} | {runs[0]['data']} | {runs[0]['batch_size']} | "
-                  f"{runs[0]['steps_per_epoch']} | {logger} | {statistics.median(r['cpu'] for r in runs):.1f} | "
-                  f"{statistics.median(p['cpu'] for p in plain):.1f} | {ratio['cpu']:.3f} | {ratio['wall']:.3f} | "
-                  f">= 0.97 ({mark}) |")
+            target = "-" if variant == "lightning" else f">= 0.97 ({'met' if ratio['cpu'] >= 0.97 else 'missed'})"
+            ours, theirs = (statistics.median(r["cpu"] for r in x) for x in (runs, plain))
+            first = runs[0]
+            print(f"| {CASES[case][0][0].split('=')[1]} | {first['data']} | {first['batch_size']} | "
+                  f"{first['steps_per_epoch']} | {LABELS[variant]} | {ours:.1f} | {theirs:.1f} | "
+                  f"{ratio['cpu']:.3f} | {ratio['wall']:.3f} | {target} |")
+
 
 if __name__ == "__main__":
     main()
