@@ -49,10 +49,18 @@ class ThrottledRichProgressBar(RichProgressBar):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._due(batch_idx, self.total_train_batches):
+        if not self.is_disabled and self._due(batch_idx, self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Reading the epoch's metrics runs their cross-process reductions (values logged with sync_dist=True). Rank
+        # 0's bar reads them here, before the task's own on_train_epoch_end; every other rank (its bar disabled) must
+        # run the same reductions at the same point, or the processes wait on different collectives for ever.
+        trainer.progress_bar_metrics  # noqa: B018 - read for its reductions; the values are cached
+        super().on_train_epoch_end(trainer, pl_module)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self._due(batch_idx, self.total_val_batches_current_dataloader):
+        # a disabled bar (every rank but 0 under DDP) never learns its dataloader: ask it nothing
+        if not self.is_disabled and self._due(batch_idx, self.total_val_batches_current_dataloader):
             super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)

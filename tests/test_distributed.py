@@ -21,13 +21,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# README's command with the default callbacks (progress bar, model summary, early stopping, LR monitor)
+DEFAULT_CALLBACKS = [o for o in QUICK if not o.startswith("callbacks=")]
+
+
 def test_ddp_cpu_runs_two_processes_into_one_run_folder(tmp_path):
-    result = run_cli("train", "trainer=ddp_cpu", *QUICK, cwd=tmp_path)
+    result = run_cli("train", "trainer=ddp_cpu", "precision=bf16", *DEFAULT_CALLBACKS, cwd=tmp_path,
+                     env={"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = run_folders(tmp_path)
     info = summary(run)
     assert info["status"] == "finished" and info["world_size"] == 2
     assert "MEMBER: 2/2" in result.stdout + result.stderr  # rank 1 really joined
+    assert "Traceback" not in result.stderr
+    assert "Epoch 1/1" in result.stdout  # the Rich progress bar of rank 0 drew the last epoch
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list((tmp_path / "outputs").rglob("metrics.csv"))) == 1
 
