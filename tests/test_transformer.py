@@ -156,3 +156,66 @@ def test_transformer_trains_through_the_cli_and_translates(tmp_path):
     scripted = torch.jit.load(str(run / "export" / "torchscript" / "model.pt"))
     with torch.no_grad():
         assert torch.allclose(scripted(*tensors), loaded.task.model(*tensors), atol=1e-5)
+
+
+def _task(dm, model, **kwargs):
+    from dlkit.tasks.seq2seq import Seq2SeqTask
+
+    return Seq2SeqTask(model, dm.spec, optimizer=lambda params: torch.optim.Adam(params), **kwargs)
+
+
+def test_decoding_stops_near_the_longest_training_target_not_at_the_models_limit(tmp_path):
+    dm = SyntheticReverseDataModule(num_examples=60, max_words=6, cache_dir=str(tmp_path))
+    dm.setup()
+    longest = max(len(t) for t in dm.train_set.tgt)
+    assert dm.spec.extra["longest_target"] == longest <= 8
+    torch.manual_seed(0)
+    model = Transformer(dm.spec.src_vocab_size, dm.spec.tgt_vocab_size, pad_id=dm.pad_id, bos_id=dm.bos_id,
+                        eos_id=dm.eos_id, d_model=16, heads=2, layers=1, d_ff=32, max_length=256)
+    model.generator.bias.data[dm.eos_id] = -1e4  # an untrained model that never stops by itself
+    model.eval()
+    task = _task(dm, model)
+    assert longest < task.decode_limit() <= longest + 5
+    batch = dm.collate_fn([dm.val_set[i] for i in range(2)])
+    ids = model.greedy(batch["src_ids"], batch["src_mask"], max_length=task.decode_limit())
+    assert ids.shape[1] == task.decode_limit()
+    assert len(task.generate(batch)[0].split()) <= task.decode_limit()
+    assert _task(dm, model, max_decode_length=12).decode_limit() == 12
+    assert _task(dm, model, max_decode_length=1000).decode_limit() == 256  # capped by the position table
+
+
+def test_cased_tokenizer_keeps_umlauts_and_bleu_uses_the_raw_references(tmp_path):
+    (tmp_path / "train.tsv").write_text("das haus\tdas Häuschen\nzwei katzen\tzwei Kätzchen\n" * 20)
+    (tmp_path / "val.tsv").write_text("ein haus\tein Straße über Zürich\n")
+    dm = ParallelTextDataModule(train_file=str(tmp_path / "train.tsv"), val_file=str(tmp_path / "val.tsv"),
+                                cache_dir=str(tmp_path / "c"), tokenizer={"kind": "word"})
+    dm.setup()
+    assert dm.tgt_tokenizer.token_to_id("Häuschen") is not None
+    assert dm.decode(dm.train_set[0][1]) in ("das Häuschen", "zwei Kätzchen")
+    model = Transformer(dm.spec.src_vocab_size, dm.spec.tgt_vocab_size, pad_id=dm.pad_id, bos_id=dm.bos_id,
+                        eos_id=dm.eos_id, d_model=16, heads=2, layers=1, d_ff=32).eval()
+    task = _task(dm, model)
+    task.trainer = type("T", (), {"datamodule": dm})()  # what Lightning gives the task during fit
+    batch = dm.collate_fn([dm.val_set[0]])
+    # the re-decoded target would drop the unknown words; BLEU compares with the reference as written
+    assert task._references(batch, "val") == ["ein Straße über Zürich"]
+    from dlkit.data.tokenizers import train_tokenizer
+
+    uncased = train_tokenizer(["Zürich"], lowercase=True)
+    assert uncased.token_to_id("zurich") is not None
+
+
+def test_data_longer_than_the_position_table_is_refused_before_training(tmp_path):
+    from omegaconf import OmegaConf
+
+    from dlkit.errors import UsageError
+    from dlkit.models import build_model
+
+    dm = SyntheticReverseDataModule(num_examples=40, max_length=300, cache_dir=str(tmp_path))
+    dm.setup()
+    cfg = OmegaConf.create({"_target_": "dlkit.models.transformer.Transformer", "d_model": 16, "heads": 2,
+                            "layers": 1, "d_ff": 32, "max_length": 256})
+    with pytest.raises(UsageError, match=r"data.max_length=300 needs model.max_length >= 302"):
+        build_model(cfg, dm.spec)
+    cfg.max_length = 302
+    assert build_model(cfg, dm.spec).max_length == 302

@@ -24,24 +24,28 @@ Pair = tuple[str, str]
 
 
 class EncodedPairs(Dataset):
-    def __init__(self, src: list[list[int]], tgt: list[list[int]]) -> None:
+    def __init__(self, src: list[list[int]], tgt: list[list[int]], raw_targets: list[str] | None = None) -> None:
         self.src, self.tgt = src, tgt
+        self.raw_targets = raw_targets  # the reference texts as written, for BLEU
 
     def __len__(self) -> int:
         return len(self.src)
 
-    def __getitem__(self, index: int) -> tuple[list[int], list[int]]:
-        return self.src[index], self.tgt[index]
+    def __getitem__(self, index: int) -> tuple[list[int], list[int], int]:
+        return self.src[index], self.tgt[index], index
 
 
 class PairCollator:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, items: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[tuple]) -> dict[str, torch.Tensor]:
         src_ids, src_mask = pad_batch([i[0] for i in items], self.pad_id)
         tgt_ids, tgt_mask = pad_batch([i[1] for i in items], self.pad_id)
-        return {"src_ids": src_ids, "src_mask": src_mask, "tgt_ids": tgt_ids, "tgt_mask": tgt_mask}
+        batch = {"src_ids": src_ids, "src_mask": src_mask, "tgt_ids": tgt_ids, "tgt_mask": tgt_mask}
+        if all(len(i) > 2 for i in items):  # row numbers: the task finds the raw reference texts by them
+            batch["index"] = torch.tensor([i[2] for i in items], dtype=torch.long)
+        return batch
 
 
 class Seq2SeqDataModule(DataModule):
@@ -73,7 +77,7 @@ class Seq2SeqDataModule(DataModule):
         splits = complete_splits(self.load_pairs(), *self.fractions, self.split_seed, type(self).__name__)
         sources = [s for s, _ in splits["train"]]
         targets = [t for _, t in splits["train"]]
-        key = fingerprint(self.source_id(), self.settings, self.shared_vocab)
+        key = fingerprint(self.source_id(), self.settings, self.shared_vocab, *self._normalizer_version())
         if self.shared_vocab:
             self.src_tokenizer = self.tgt_tokenizer = cached_tokenizer(self.cache_dir, key, sources + targets,
                                                                        **self.settings)
@@ -85,19 +89,27 @@ class Seq2SeqDataModule(DataModule):
         self.collate_fn = PairCollator(self.pad_id)
         self.train_set, self.val_set, self.test_set = (self._encode(splits[n]) for n in ("train", "val", "test"))
         folder = Path(self.cache_dir).expanduser() / "tokenizers"
+        # longest framed target ([BOS] ... [EOS]) of the training split: the default decoding limit
+        longest = max((len(t) for t in self.train_set.tgt), default=self.max_length + 2)
         self._spec = DataSpec(
             kind=self.kind, src_vocab_size=self.src_tokenizer.get_vocab_size(),
             tgt_vocab_size=self.tgt_tokenizer.get_vocab_size(), pad_id=self.pad_id, bos_id=self.bos_id,
             eos_id=self.eos_id, max_length=self.max_length + 2,
             tokenizer_path=str(folder / f"{key}{'' if self.shared_vocab else '-tgt'}.json"),
-            extra={"share_embeddings": self.shared_vocab,
+            extra={"share_embeddings": self.shared_vocab, "longest_target": longest,
                    "src_tokenizer_path": str(folder / f"{key}{'' if self.shared_vocab else '-src'}.json")},
         )
+
+    def _normalizer_version(self) -> list[str]:
+        """Cased tokenizers stopped stripping accents: a new cache key for them (uncased ones are unchanged)."""
+        strip = self.settings.get("strip_accents")
+        cased_keeps = not self.settings.get("lowercase", True) and not strip
+        return ["cased-keeps-accents"] if cased_keeps else []
 
     def _encode(self, pairs: list[Pair]) -> EncodedPairs:
         src = encode(self.src_tokenizer, [s for s, _ in pairs], max_length=self.max_length)
         tgt = encode(self.tgt_tokenizer, [t for _, t in pairs], max_length=self.max_length)
-        return EncodedPairs(src, [[self.bos_id, *t, self.eos_id] for t in tgt])
+        return EncodedPairs(src, [[self.bos_id, *t, self.eos_id] for t in tgt], [t for _, t in pairs])
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Source sentences as a batch (targets empty: the model decodes them)."""

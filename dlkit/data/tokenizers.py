@@ -18,14 +18,19 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"
 KINDS = ("word", "wordpiece", "bpe")
 
 
-def _normalizer(lowercase: bool) -> normalizers.Normalizer:
-    steps = [normalizers.NFD(), normalizers.StripAccents()]
+def _normalizer(lowercase: bool, strip_accents: bool | None = None) -> normalizers.Normalizer:
+    """NFC text; lowercased and accent-stripped (NFD + StripAccents) as BERT uncased does. Accents are only
+    stripped with lowercasing unless strip_accents says otherwise, so cased output keeps its umlauts."""
+    strip = lowercase if strip_accents is None else strip_accents
+    steps: list[normalizers.Normalizer] = [normalizers.NFD(), normalizers.StripAccents()] if strip else [
+        normalizers.NFC()]
     if lowercase:
-        steps.insert(1, normalizers.Lowercase())
+        steps.append(normalizers.Lowercase())
     return normalizers.Sequence(steps)
 
 
-def new_tokenizer(kind: str, lowercase: bool = True) -> tuple[Tokenizer, trainers.Trainer]:
+def new_tokenizer(kind: str, lowercase: bool = True,
+                  strip_accents: bool | None = None) -> tuple[Tokenizer, trainers.Trainer]:
     """An untrained tokenizer of the given kind and the trainer for it (special tokens first)."""
     if kind == "word":
         tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
@@ -43,14 +48,15 @@ def new_tokenizer(kind: str, lowercase: bool = True) -> tuple[Tokenizer, trainer
         trainer_cls = trainers.BpeTrainer
     else:
         raise ValueError(f"tokenizer kind {kind!r}: choose one of {', '.join(KINDS)}")
-    tokenizer.normalizer = _normalizer(lowercase)
+    tokenizer.normalizer = _normalizer(lowercase, strip_accents)
     return tokenizer, trainer_cls
 
 
 def train_tokenizer(texts: Iterable[str], kind: str = "word", vocab_size: int = 30000, min_frequency: int = 1,
-                    lowercase: bool = True, length: int | None = None) -> Tokenizer:
-    """Train a tokenizer on an iterable of texts."""
-    tokenizer, trainer_cls = new_tokenizer(kind, lowercase)
+                    lowercase: bool = True, length: int | None = None,
+                    strip_accents: bool | None = None) -> Tokenizer:
+    """Train a tokenizer on an iterable of texts (strip_accents null: strip them when lowercasing)."""
+    tokenizer, trainer_cls = new_tokenizer(kind, lowercase, strip_accents)
     trainer = trainer_cls(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
                           show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer, length=length)

@@ -11,6 +11,7 @@ Decoding keeps a key/value cache, so each new token costs one position, not the 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -137,8 +138,13 @@ class Transformer(nn.Module):
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0, bos_id: int = 5, eos_id: int = 6,
                  d_model: int = 256, heads: int = 4, layers: int = 3, d_ff: int = 1024, dropout: float = 0.1,
                  max_length: int = 256, learned_positions: bool = False, pre_norm: bool = False,
-                 tie_embeddings: bool = True, share_embeddings: bool = False) -> None:
+                 tie_embeddings: bool = True, share_embeddings: bool = False, spec: Any = None) -> None:
         super().__init__()
+        longest = getattr(spec, "max_length", None)  # the data's longest sequence, [BOS]/[EOS] included
+        if longest is not None and longest > max_length:
+            raise ValueError(f"data.max_length={longest - 2} needs model.max_length >= {longest} (positions for "
+                             f"[BOS] and [EOS] too), but model.max_length={max_length}: set "
+                             f"model.max_length={longest} or data.max_length<={max_length - 2}")
         self.pad_id, self.bos_id, self.eos_id, self.max_length = pad_id, bos_id, eos_id, max_length
         self.src_embedding = Embedding(src_vocab_size, d_model, pad_id, max_length, learned_positions, dropout)
         self.tgt_embedding = Embedding(tgt_vocab_size, d_model, pad_id, max_length, learned_positions, dropout)

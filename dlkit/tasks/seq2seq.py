@@ -62,10 +62,31 @@ class Seq2SeqTask(Task):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._loss(batch, "train")[0]
 
+    def decode_limit(self) -> int:
+        """Decoding length (with [BOS]): task.max_decode_length, or the longest training target plus a margin.
+
+        Capped by the model's position table; an untrained model otherwise decodes to that cap on every sample.
+        """
+        cap = getattr(self.model, "max_length", None) or self.spec.max_length or 256
+        if self.max_decode_length:
+            return min(int(self.max_decode_length), cap)
+        longest = self.spec.extra.get("longest_target") or self.spec.max_length or cap
+        return min(int(longest) + max(5, int(longest) // 10), cap)
+
+    def _references(self, batch: dict[str, torch.Tensor], stage: str) -> list[str]:
+        """The split's reference texts as written (comparable with sacreBLEU on raw references); re-decoded
+        target ids when the dataset does not keep them."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        dataset = getattr(datamodule, f"{stage}_set", None)
+        raw = getattr(dataset, "raw_targets", None)
+        if raw is not None and "index" in batch:
+            return [raw[i] for i in batch["index"].tolist()]
+        return [self.text(row) for row in batch["tgt_ids"].tolist()]
+
     def _decode_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         self._loss(batch, stage)
         hypotheses = self.generate(batch)
-        references = [self.text(row) for row in batch["tgt_ids"].tolist()]
+        references = self._references(batch, stage)
         self._decoded.setdefault(stage, []).extend(zip(hypotheses, references))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -98,7 +119,7 @@ class Seq2SeqTask(Task):
                  length_penalty: float | None = None, max_length: int | None = None) -> list[str]:
         """Decoded target texts: greedy with beam_size 1, beam search otherwise."""
         beam = beam_size or self.beam_size
-        limit = max_length or self.max_decode_length
+        limit = max_length or self.decode_limit()
         if beam == 1:
             ids = self.model.greedy(batch["src_ids"], batch["src_mask"], max_length=limit)
         else:
