@@ -13,6 +13,7 @@ from dlkit.data.text import (
     HFTextDataModule,
     SyntheticSentimentDataModule,
     TextFilesDataModule,
+    read_table,
     synthetic_review,
 )
 from dlkit.errors import DlkitError, UsageError
@@ -179,3 +180,48 @@ def test_a_bert_vocab_txt_is_loaded_with_its_own_ids(tmp_path):
     ids, _, _ = dm.train_set[0]
     assert ids[0] == 2 and ids[-1] == 3 and dm.spec.vocab_size == len(vocab) and dm.spec.mask_id == 4
     assert set(ids[1:-1]) <= {5, 6, 7, 8}
+
+
+def test_tsv_has_no_quoting_and_a_csv_row_wider_than_its_header_is_refused(tmp_path):
+    tsv = tmp_path / "q.tsv"
+    tsv.write_text('text\tlabel\n"Wow, great film\tpos\nawful film\tneg\n')
+    examples = read_table(tsv, "text", "label", None)
+    assert [(e.text, e.label) for e in examples] == [('"Wow, great film', "pos"), ("awful film", "neg")]
+    extra = tmp_path / "extra.csv"
+    extra.write_text("text,label\ngood film,pos\ngreat, really,pos\n")
+    with pytest.raises(DlkitError, match=r"extra.csv row 3 has 3 fields, the header has 2 \(quote text containing"):
+        read_table(extra, "text", "label", None)
+
+
+def test_headerless_and_latin1_files(tmp_path):
+    sms = tmp_path / "sms.tsv"
+    sms.write_text("ham\tGo until jurong point\nspam\tWIN a prize now\n" * 10)
+    dm = TextFilesDataModule(train_file=str(sms), header=False, text_column=1, label_column=0,
+                             cache_dir=str(tmp_path / "c"))
+    dm.setup()
+    assert dm.labels == ["ham", "spam"]
+    with pytest.raises(UsageError, match="data.header=false"):
+        read_table(sms, "text", "label", None)
+    latin = tmp_path / "mr.csv"
+    latin.write_bytes("text,label\nun film très réussi,pos\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=r"mr.csv is not utf-8 text .*set data.encoding=latin-1"):
+        read_table(latin, "text", "label", None)
+    assert read_table(latin, "text", "label", None, encoding="latin-1")[0].text == "un film très réussi"
+
+
+def test_json_row_that_is_not_an_object_empty_val_file_and_missing_hf_name(tmp_path):
+    rows = tmp_path / "d.jsonl"
+    rows.write_text('{"text": "a", "label": "x"}\n["a", "x"]\n')
+    with pytest.raises(DlkitError, match=r"d.jsonl:2: expected a JSON object .* got a JSON list"):
+        read_table(rows, "text", "label", None)
+    train = _write_csv(tmp_path / "train.csv", ["good,pos", "bad,neg"] * 10)
+    empty = tmp_path / "val.csv"
+    empty.write_text("")
+    with pytest.raises(DlkitError, match=r"data.val_file .*val.csv has no rows"):
+        TextFilesDataModule(train_file=str(train), val_file=str(empty), cache_dir=str(tmp_path)).setup()
+    with pytest.raises(UsageError, match=r"data=hf_text needs data.name.*e.g. data.name=imdb"):
+        HFTextDataModule(name=None)
+    from dlkit.data.parallel import HFTranslationDataModule
+
+    with pytest.raises(UsageError, match=r"data=hf_translation needs data.name"):
+        HFTranslationDataModule(name=None, source_column="de", target_column="en")

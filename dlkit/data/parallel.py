@@ -162,7 +162,14 @@ class ParallelTextDataModule(Seq2SeqDataModule):
     def load_pairs(self) -> dict[str, list[Pair]]:
         if not self.files["train"][0]:
             raise UsageError("data=parallel_text needs data.train_file=PATH (TSV, or with data.train_target_file).")
-        return {name: read_pairs(*files) for name, files in self.files.items() if files[0]}
+        pairs = {}
+        for name, files in self.files.items():
+            if files[0]:
+                pairs[name] = read_pairs(*files)
+                if name != "train" and not pairs[name]:
+                    raise DlkitError(f"data.{name}_file {files[0]} has no pairs: fill it, or drop data.{name}_file "
+                                     f"to split the {name} set off the training data.")
+        return pairs
 
     def source_id(self) -> Any:
         return [[str(Path(f).expanduser()) for f in files if f] for files in self.files.values()]
@@ -175,6 +182,9 @@ class HFTranslationDataModule(Seq2SeqDataModule):
                  train_split: str = "train", val_split: str | None = "validation", test_split: str | None = "test",
                  data_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not name or not isinstance(name, str):
+            raise UsageError("data=hf_translation needs data.name: a Hugging Face dataset or a local folder, e.g. "
+                             "data.name=bentrevett/multi30k data.source_column=de data.target_column=en.")
         self.name, self.subset, self.data_dir = name, subset, data_dir
         self.columns = (source_column, target_column)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}

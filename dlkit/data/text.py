@@ -244,34 +244,40 @@ def _segments(ids: list[int], sep: int | None) -> list[int]:
 
 
 # -- sources ---------------------------------------------------------------------------------------------
-def read_table(path: Path, text_column: str, label_column: str, pair_column: str | None,
-               file_format: str | None = None) -> list[Example]:
-    """Examples from a CSV, TSV or JSON Lines file; a bad row or missing column stops with its location."""
+def read_table(path: Path, text_column: str | int, label_column: str | int, pair_column: str | int | None,
+               file_format: str | None = None, header: bool = True, encoding: str = "utf-8") -> list[Example]:
+    """Examples from a CSV, TSV or JSON Lines file; a bad row or missing column stops with its location.
+
+    CSV follows RFC 4180 quoting; TSV has no quoting at all (a quote is an ordinary character), so a stray `"`
+    cannot swallow the following rows. Without a header row (header=False) columns are named 0, 1, ...
+    """
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist: check data.train_file / val_file / test_file.")
     fmt = file_format or {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower())
     if fmt is None:
         raise UsageError(f"{path}: unknown format; name it .csv, .tsv or .jsonl, or set data.format=csv|tsv|jsonl.")
-    with open(path, encoding="utf-8", newline="") as handle:
-        if fmt == "jsonl":
-            rows = []
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DlkitError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-        else:
-            rows = list(csv.DictReader(handle, delimiter="," if fmt == "csv" else "\t"))
-    columns = set(rows[0]) if rows else set()
+    try:
+        with open(path, encoding=encoding, newline="") as handle:
+            rows = _json_rows(path, handle) if fmt == "jsonl" else _delimited_rows(path, handle, fmt, header)
+    except LookupError as err:
+        raise UsageError(f"data.encoding={encoding!r} is not a known text encoding: use utf-8, latin-1, ...") from err
+    except UnicodeDecodeError as err:
+        hint = "latin-1" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else "utf-8"
+        raise UsageError(f"{path} is not {encoding} text (byte {err.object[err.start:err.start + 1]!r} cannot be "
+                         f"decoded): set data.encoding={hint} (or the file's encoding).") from err
+    text_column, label_column = str(text_column), str(label_column)
+    pair_column = str(pair_column) if pair_column is not None else None
+    columns = set(rows[0][1]) if rows else set()
     for needed in (text_column, label_column, pair_column):
         if needed is not None and rows and needed not in columns:
             from dlkit.errors import did_you_mean
 
+            no_header = " If the file has no header row: data.header=false and columns by number (0, 1, ...)." \
+                if header and fmt != "jsonl" else ""
             raise UsageError(f"{path} has no column {needed!r}.{did_you_mean(needed, columns)} "
-                             f"Columns: {', '.join(sorted(columns))}.")
+                             f"Columns: {', '.join(sorted(columns))}.{no_header}")
     examples = []
-    for number, row in enumerate(rows, 2 if fmt != "jsonl" else 1):
+    for number, row in rows:
         text, label = row.get(text_column), row.get(label_column)
         if text is None or label is None or (pair_column and row.get(pair_column) is None):
             raise DlkitError(f"{path}: row {number} is missing its {text_column!r} or {label_column!r} value")
@@ -279,25 +285,79 @@ def read_table(path: Path, text_column: str, label_column: str, pair_column: str
     return examples
 
 
+def _json_rows(path: Path, handle) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSON Lines file."""
+    rows = []
+    for number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DlkitError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise DlkitError(f"{path}:{number}: expected a JSON object like {{\"text\": ..., \"label\": ...}}, "
+                             f"got a JSON {type(row).__name__}")
+        rows.append((number, row))
+    return rows
+
+
+def _delimited_rows(path: Path, handle, fmt: str, header: bool) -> list[tuple[int, dict]]:
+    """(row number, {column: value}) of a CSV or TSV file; a row wider than the header is refused."""
+    if fmt == "csv":
+        reader = csv.reader(handle, delimiter=",")
+        fix = "quote text containing commas"
+    else:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        fix = "a text cannot contain a TAB in a TSV file"
+    records = [(number, fields) for number, fields in enumerate(reader, 1) if fields]
+    if not records:
+        return []
+    if header:
+        names, what = records[0][1], "the header has"
+        records = records[1:]
+    else:
+        names, what = [str(i) for i in range(len(records[0][1]))], "the first row has"
+    rows = []
+    for number, fields in records:
+        if len(fields) > len(names):
+            raise DlkitError(f"{path} row {number} has {len(fields)} fields, {what} {len(names)} ({fix})")
+        rows.append((number, dict(zip(names, fields))))
+    return rows
+
+
 class TextFilesDataModule(TextClassificationDataModule):
     """Texts and labels from CSV, TSV or JSON Lines files: a train file, optional validation and test files."""
 
     def __init__(self, train_file: str, val_file: str | None = None, test_file: str | None = None,
-                 text_column: str = "text", label_column: str = "label", text_pair_column: str | None = None,
-                 format: str | None = None, **kwargs: Any) -> None:  # noqa: A002 - the config key users write
+                 text_column: str | int = "text", label_column: str | int = "label",
+                 text_pair_column: str | int | None = None, format: str | None = None,  # noqa: A002 - the config key
+                 header: bool = True, encoding: str = "utf-8", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.columns = (text_column, label_column, text_pair_column)
-        self.file_format = format
+        self.file_format, self.header, self.encoding = format, header, encoding
 
     def load_splits(self) -> dict[str, list[Example]]:
         if not self.files["train"]:
             raise UsageError("data=text_files needs data.train_file=PATH (CSV, TSV or JSON Lines).")
-        return {name: read_table(Path(path).expanduser(), *self.columns, self.file_format)
-                for name, path in self.files.items() if path}
+        splits = {}
+        for name, path in self.files.items():
+            if not path:
+                continue
+            splits[name] = read_table(Path(path).expanduser(), *self.columns, self.file_format, self.header,
+                                      self.encoding)
+            if name != "train" and not splits[name]:
+                raise DlkitError(f"data.{name}_file {path} has no rows: fill it, or drop data.{name}_file to split "
+                                 f"the {name} set off the training data.")
+        return splits
 
     def source_id(self) -> Any:
-        return [str(Path(p).expanduser()) for p in self.files.values() if p] + [self.columns]
+        # header/encoding only when not the defaults, so existing caches stay valid
+        reading = {k: v for k, v in (("header", self.header), ("encoding", self.encoding))
+                   if v != {"header": True, "encoding": "utf-8"}[k]}
+        return [str(Path(p).expanduser()) for p in self.files.values() if p] + [self.columns] + (
+            [reading] if reading else [])
 
 
 class HFTextDataModule(TextClassificationDataModule):
@@ -307,6 +367,9 @@ class HFTextDataModule(TextClassificationDataModule):
                  text_pair_column: str | None = None, train_split: str = "train", val_split: str | None = None,
                  test_split: str | None = "test", data_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not name or not isinstance(name, str):
+            raise UsageError("data=hf_text needs data.name: a Hugging Face dataset or a local folder, "
+                             "e.g. data.name=imdb or data.name=./my_dataset.")
         self.name, self.subset, self.data_dir = name, subset, data_dir
         self.columns = (text_column, label_column, text_pair_column)
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
