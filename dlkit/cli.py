@@ -46,15 +46,27 @@ app.add_typer(runs_app, name="runs")
 _state = {"verbose": False}
 
 
-def complete_override(incomplete: str) -> list[str]:
-    """Shell completion for overrides: group names, then `group=option` values."""
+def complete_override(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion for overrides: group names, then the options of `group=`.
+
+    zsh and fish hand over the whole word (`model=l`); bash splits words at `=`, so there the word is `l`
+    after the words `model` and `=` (and the reply replaces only the text after `=`: bare option names).
+    """
     from dlkit.config import config_groups
 
-    groups = config_groups()
+    try:
+        groups = config_groups((ctx.params or {}).get("config_dir"))
+    except Exception:  # noqa: BLE001 - a bad --config-dir: complete from the packaged configs
+        groups = config_groups()
+    before = [str(word) for word in (ctx.params or {}).get("overrides") or ()]
+    if len(before) >= 2 and before[-1] == "=":
+        return [o.name for o in groups.get(before[-2].lstrip("+~"), []) if o.name.startswith(incomplete)]
     if "=" in incomplete:
         group, _, prefix = incomplete.partition("=")
         return [f"{group}={o.name}" for o in groups.get(group.lstrip("+~"), []) if o.name.startswith(prefix)]
-    return [f"{g}=" for g in groups if g.startswith(incomplete)]
+    sign = incomplete[0] if incomplete[:1] in ("+", "~") else ""
+    end = "" if sign == "~" else "="  # `~callbacks` removes the group; `+group=` and `group=` pick an option
+    return [f"{sign}{g}{end}" for g in groups if g.startswith(incomplete[len(sign):])]
 
 
 def _overrides_argument() -> typer.models.ArgumentInfo:
@@ -140,7 +152,10 @@ def config_copy(
     from dlkit.config import copy_option
 
     target = copy_option(option, config_dir)
-    typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it from now on in this folder.")
+    if config_dir is None:
+        typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it from now on in this folder.")
+    else:  # only ./conf is picked up by itself
+        typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it when you give --config-dir {config_dir}.")
 
 
 @app.command(epilog="""
@@ -401,9 +416,24 @@ def main() -> None:
     from typer import exceptions as typer_exceptions
 
     args = sys.argv[1:]
-    verbose = "--verbose" in args or args[:1] == ["-v"] or os.environ.get("DLKIT_VERBOSE") == "1"
-    if "--verbose" in args[1:]:  # --verbose may stand anywhere on the line (`dlkit train model=x --verbose`)
-        args = ["--verbose", *(a for a in args if a != "--verbose")]
+    # --verbose (-v) may stand anywhere before a `--` (`dlkit train model=x -v`); no command uses -v otherwise
+    end = args.index("--") if "--" in args else len(args)
+    verbose = any(a in ("--verbose", "-v") for a in args[:end]) or os.environ.get("DLKIT_VERBOSE") == "1"
+    if verbose and end:
+        args = ["--verbose", *(a for a in args[:end] if a not in ("--verbose", "-v")), *args[end:]]
+    if os.environ.get("_DLKIT_COMPLETE") == "complete_bash":
+        import shlex
+
+        # bash splits words at `=`: at `model=<TAB>` the cursor word is `=` and bash replaces the empty text after
+        # it. Give click that empty word (after `model` and `=`) so complete_override offers the option names.
+        try:
+            words = shlex.split(os.environ.get("COMP_WORDS", ""))
+            cword = int(os.environ.get("COMP_CWORD", ""))
+        except ValueError:
+            words, cword = [], 0
+        if 1 < cword < len(words) and words[cword] == "=" and not words[cword - 1].startswith("-"):
+            os.environ["COMP_WORDS"] = shlex.join([*words[:cword + 1], ""])
+            os.environ["COMP_CWORD"] = str(cword + 1)
     # recent Typer raises its own copy of click's exceptions; older versions raise click's
     command_line_errors = (click.ClickException, getattr(typer_exceptions, "TyperException", click.ClickException))
     try:

@@ -110,8 +110,15 @@ def normalize(overrides: list[str] | tuple[str, ...], config_dir: str | Path | N
     result = []
     for override in overrides:
         key, sep, value = override.partition("=")
+        if sep and not key.lstrip("+~"):
+            raise UsageError(f"'{override}' has no key before '=': write KEY=VALUE (optimizer.lr=3e-4) "
+                             "or GROUP=OPTION (model=lenet).")
         if sep and key.lstrip("+~") in groups:
             names = {o.name for o in groups[key.lstrip("+~")]}
+            if not value and not key.startswith("~"):
+                group = key.lstrip("+~")
+                raise UsageError(f"{key}= is empty: choose an option for {group}: {', '.join(sorted(names))} "
+                                 f"(see `dlkit config list {group}`).")
             if value in ("null", "none", "None") and value not in names:
                 result.append(f"~{key.lstrip('+~')}")  # `logger=null` switches the group off
                 continue
@@ -195,6 +202,10 @@ def _missing_option(err: Exception, overrides: list[str], user_dir: Path | None)
 def _composition_error(err: Exception, loader, config_name: str, overrides: list[str],
                        user_dir: Path | None) -> UsageError:
     message = str(err)
+    match = re.match(r"Multiple values for ([^ ]+)\. To override a value use 'override", message)
+    given = next((o for o in overrides if match and o.startswith(f"+{match.group(1)}=")), None)
+    if given:  # Hydra's hint ('override GROUP: OPTION') is defaults-list syntax, meaningless on a command line
+        return UsageError(f"{match.group(1)} is already in the defaults: write {given[1:]} (without +).")
     match = re.search(r"Could not (?:override|append to|delete from config)[^']*'([^']+)'", message)
     key = match.group(1) if match else None
     if key is None:
@@ -249,10 +260,94 @@ def _check_types(loader, config_name: str, parsed, cfg: DictConfig, user_dir: Pa
         key = override.key_or_group
         default = OmegaConf.select(base, key, throw_on_missing=False)
         value = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if default is None or value is None or _same_kind(default, value):
+        if value is None or (default is not None and _same_kind(default, value)):
             continue
-        raise UsageError(f"{key}={override.value()!r} should be {_kind_name(default)} "
-                         f"(default: {_show(default)}). Example: {key}={_show(default)}.")
+        if default is None and isinstance(value, int) and not isinstance(value, bool):
+            continue  # an integer is rarely wrong where null stands: spare importing the code that takes it
+        annotation = _annotation(base, key)
+        fits = _fits(annotation, value)
+        if default is not None and fits is not True:
+            raise UsageError(f"{key}={_given(override)} should be {_kind_name(default)} "
+                             f"(default: {_show(default)}). Example: {key}={_show(default)}.")
+        if default is None and fits is False:
+            kind, detail, example = _expected(annotation)
+            raise UsageError(f"{key}={_given(override)} should be {kind} ({detail}default: null). "
+                             f"Example: {key}={example}.")
+
+
+def _given(override) -> str:
+    """The value as typed: strings quoted (so 'abc' reads as a string), anything else as YAML would write it."""
+    value = override.value()
+    return repr(value) if isinstance(value, str) else _show(OmegaConf.create({"v": value}).v)
+
+
+# Config nodes without a `_target_` whose keys are the parameters of this callable.
+_TAKEN_BY = {"trainer": "pytorch_lightning.Trainer"}
+
+
+def _annotation(cfg: DictConfig, key: str):
+    """The type annotation of the parameter a key is passed to (its node's `_target_`), or None if unknown.
+
+    Imports the target's module (torch, Lightning): only called when the default does not tell the type.
+    """
+    import typing
+
+    from hydra.utils import get_object
+
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else None
+    if not isinstance(node, DictConfig):
+        return None
+    target = node.get("_target_") or _TAKEN_BY.get(parent)
+    if not isinstance(target, str):
+        return None
+    try:
+        taker = get_object(target)
+        return typing.get_type_hints(taker.__init__ if isinstance(taker, type) else taker).get(name)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be read checks nothing
+        return None
+
+
+def _fits(annotation, value) -> bool | None:
+    """Whether a command-line value fits an annotation: True, False, or None when the annotation is not plain."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_fits(member, value) for member in typing.get_args(annotation)]
+        return True if True in verdicts else None if None in verdicts else False
+    if origin is typing.Literal:
+        return any(type(value) is type(choice) and value == choice for choice in typing.get_args(annotation))
+    checks = {type(None): lambda v: v is None, bool: lambda v: isinstance(v, bool),
+              int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, _NUMBER) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
+              list: lambda v: isinstance(v, ListConfig), tuple: lambda v: isinstance(v, ListConfig),
+              dict: lambda v: isinstance(v, DictConfig)}
+    check = checks.get(origin or annotation) if isinstance(origin or annotation, type) else None
+    return check(value) if check else None
+
+
+def _expected(annotation) -> tuple[str, str, str]:
+    """What an annotation admits, in words: (kind, detail for the parentheses, an example value)."""
+    import typing
+
+    members = set(typing.get_args(annotation)) if typing.get_origin(annotation) is not typing.Literal else set()
+    members = members or {annotation}
+    numbers = {int, float} & members
+    described = []  # (kind, example)
+    if numbers:
+        described.append(("an integer", "10") if numbers == {int} else ("a number", "0.5"))
+    if bool in members:
+        described.append(("true or false", "true"))
+    literals = [choice for m in members if typing.get_origin(m) is typing.Literal for choice in typing.get_args(m)]
+    if literals:
+        described.append(("one of " + ", ".join(_show(c) for c in literals), _show(literals[0])))
+    for kind, name, example in ((str, "a string", "text"), (list, "a list", "[1,2]"), (dict, "a mapping", "{a:1}")):
+        if kind in members or any(typing.get_origin(m) is kind for m in members):
+            described.append((name, example))
+    detail = "int or float; " if numbers == {int, float} else ""
+    return " or ".join(k for k, _ in described) or "another kind of value", detail, (described or [("", "...")])[0][1]
 
 
 def _same_kind(default, value) -> bool:

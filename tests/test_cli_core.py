@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 import subprocess
 import sys
 
@@ -263,3 +265,130 @@ def test_logger_null_trains_without_any_logger(tmp_path):
     [run] = run_folders(tmp_path)
     assert summary(run)["status"] == "finished" and summary(run)["metrics"]["test/acc"] > 0.5
     assert not (run / "wandb").exists() and not (run / "metrics.csv").exists()
+
+
+def _complete_like_bash(words: list[str], cword: int, cwd) -> list[str]:
+    """What dlkit's bash completion function asks for: it sets these three variables (see the script below)."""
+    env = {"_DLKIT_COMPLETE": "complete_bash", "COMP_WORDS": "\n".join(words), "COMP_CWORD": str(cword)}
+    result = run_cli(cwd=cwd, env=env)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    return result.stdout.split()
+
+
+def test_bash_completion_of_group_options_after_the_equals_sign(tmp_path):
+    script = run_cli("--show-completion", "bash", cwd=tmp_path).stdout
+    # the function joins bash's words with newlines (local IFS) and passes the index of the cursor's word
+    assert 'COMP_WORDS="${COMP_WORDS[*]}"' in script and "COMP_CWORD=$COMP_CWORD" in script
+    assert "_DLKIT_COMPLETE=complete_bash" in script and "local IFS=$'\n'" in script
+    # bash splits `model=l` at `=` (COMP_WORDBREAKS): words model, =, l; the reply replaces only `l`
+    assert _complete_like_bash(["dlkit", "train", "model", "=", "l"], 4, tmp_path) == ["lenet", "lstm"]
+    # at `model=<TAB>` the cursor's word is `=` itself: every option, bare
+    options = _complete_like_bash(["dlkit", "train", "model", "="], 3, tmp_path)
+    assert {"lenet", "lstm", "mlp"} <= set(options) and not any("=" in o for o in options)
+    assert _complete_like_bash(["dlkit", "config", "show", "precision", "=", "b"], 5, tmp_path) == ["bf16"]
+    assert _complete_like_bash(["dlkit", "sweep", "+experiment", "=", "dig"], 4, tmp_path) == ["digits_lenet"]
+    assert _complete_like_bash(["dlkit", "train", "~call"], 2, tmp_path) == ["~callbacks"]
+    assert _complete_like_bash(["dlkit", "train", "+exp"], 2, tmp_path) == ["+experiment="]
+    assert _complete_like_bash(["dlkit", "train", "optimizer.lr", "="], 3, tmp_path) == []
+
+
+def test_zsh_and_fish_completion_get_the_whole_word(tmp_path):
+    zsh = run_cli(cwd=tmp_path, env={"_DLKIT_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "dlkit train model=l"})
+    assert '"model=lenet"' in zsh.stdout and '"model=lstm"' in zsh.stdout and "mlp" not in zsh.stdout
+    fish = run_cli(cwd=tmp_path, env={"_DLKIT_COMPLETE": "complete_fish", "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+                                      "_TYPER_COMPLETE_ARGS": "dlkit train model=l"})
+    assert fish.stdout.split() == ["model=lenet", "model=lstm"]
+
+
+@pytest.mark.skipif(not shutil.which("bash") or not hasattr(os, "fork"), reason="needs bash and a pseudo-terminal")
+def test_tab_in_a_real_interactive_bash_completes_group_options(tmp_path):
+    import pty
+    import select
+    import time
+
+    from conftest import dlkit_bin
+
+    def session(keys: str, expect: str) -> str:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: an interactive bash, without the user's rc files
+            os.chdir(tmp_path)
+            env = {**os.environ, "PATH": f"{os.path.dirname(dlkit_bin())}:{os.environ.get('PATH', '')}",
+                   "HOME": str(tmp_path), "TERM": "dumb", "PS1": "$ "}
+            os.execve(shutil.which("bash"), ["bash", "--norc", "--noprofile", "-i"], env)
+        # readline handles the keys in order: TAB runs the completion, then Ctrl+A puts `echo` in front
+        os.write(fd, b"source <(dlkit --show-completion bash)\n" + keys.encode() + b"\x01echo COMPLETED \n")
+        seen, deadline = "", time.time() + 120
+        while expect not in seen and time.time() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 4096).decode(errors="replace")
+                except OSError:
+                    break
+        os.write(fd, b"exit\n")
+        os.close(fd)
+        os.waitpid(pid, 0)
+        return seen
+
+    assert "COMPLETED dlkit train model=lenet" in session("dlkit train model=le\t", "COMPLETED dlkit train model=")
+    assert "COMPLETED dlkit train precision=bf16" in session("dlkit train precision=b\t", "COMPLETED dlkit")
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["trainer.limit_train_batches=abc"], "trainer.limit_train_batches='abc' should be a number (int or float; "
+     "default: null). Example: trainer.limit_train_batches=0.5."),
+    (["trainer.gradient_clip_val=abc"], "trainer.gradient_clip_val='abc' should be a number (int or float; "
+     "default: null). Example: trainer.gradient_clip_val=0.5."),
+    (["trainer.limit_val_batches=true"], "trainer.limit_val_batches=true should be a number (int or float; "
+     "default: null). Example: trainer.limit_val_batches=0.5."),
+    (["trainer.min_epochs=1.5"], "trainer.min_epochs=1.5 should be an integer (default: null). "
+     "Example: trainer.min_epochs=10."),
+    (["trainer.benchmark=fast"], "trainer.benchmark='fast' should be true or false (default: null). "
+     "Example: trainer.benchmark=true."),
+    (["callbacks.model_checkpoint.every_n_train_steps=often"], "callbacks.model_checkpoint.every_n_train_steps="
+     "'often' should be an integer (default: null). Example: callbacks.model_checkpoint.every_n_train_steps=10."),
+    (["=3"], "'=3' has no key before '=': write KEY=VALUE (optimizer.lr=3e-4) or GROUP=OPTION (model=lenet)."),
+    (["+experiment=digits_lenet"], "experiment is already in the defaults: write experiment=digits_lenet "
+     "(without +)."),
+    (["+model=lenet"], "model is already in the defaults: write model=lenet (without +)."),
+])
+def test_usage_mistakes_name_the_value_and_the_fix_in_one_line(tmp_path, args, line):
+    result = run_cli("train", *args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr == f"error: {line}\n"
+    assert not (tmp_path / "outputs").exists()  # refused before any run folder is made
+
+
+def test_an_empty_group_choice_lists_the_options(tmp_path):
+    result = run_cli("config", "show", "model=", cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: model= is empty: choose an option for model: ")
+    assert "lenet, lstm, mlp" in line and line.endswith("(see `dlkit config list model`).")
+
+
+def test_strings_the_trainer_takes_are_not_refused(tmp_path):
+    result = run_cli("config", "show", "trainer.devices=auto", "trainer.deterministic=warn", "trainer.strategy=ddp",
+                     "trainer.precision=bf16-mixed", "trainer.profiler=simple", "trainer.limit_train_batches=0.5",
+                     "trainer.val_check_interval=0.25", "trainer.gradient_clip_val=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trainer = yaml.safe_load(result.stdout)["trainer"]
+    assert trainer["devices"] == "auto" and trainer["deterministic"] == "warn" and trainer["profiler"] == "simple"
+    assert trainer["limit_train_batches"] == 0.5 and trainer["precision"] == "bf16-mixed"
+
+
+@pytest.mark.parametrize("args", [["train", "model=mlpp", "-v"], ["-v", "train", "model=mlpp"],
+                                  ["train", "-v", "model=mlpp"], ["config", "show", "model=mlpp", "-v"]])
+def test_short_verbose_works_anywhere(tmp_path, args):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" in result.stderr and "No such option" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Unknown model 'mlpp'. Did you mean mlp?")
+
+
+def test_config_copy_says_where_the_copy_is_used(tmp_path):
+    elsewhere = run_cli("config", "copy", "model/mlp", "--config-dir", "mine", cwd=tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert elsewhere.stdout == ("Copied model/mlp to mine/model/mlp.yaml. Edit it; dlkit uses it when you give "
+                                "--config-dir mine.\n")
+    local = run_cli("config", "copy", "model/mlp", cwd=tmp_path)
+    assert local.stdout.strip().endswith("Edit it; dlkit uses it from now on in this folder.")
