@@ -90,8 +90,48 @@ def test_textcnn_loads_pretrained_vectors_static_and_non_static(tmp_path):
     tuned = TextCNN(tokenizer.get_vocab_size(), 2, embedding_dim=4, embeddings="non-static",
                     vectors_path=str(vectors), tokenizer_path=str(tmp_path / "tok.json"))
     assert tuned.embedding.weight.requires_grad
-    with pytest.raises(FileNotFoundError, match="vectors_path"):
-        TextCNN(10, 2, embeddings="static", vectors_path=str(tmp_path / "missing.txt"))
+
+
+
+def test_textcnn_vectors_of_the_wrong_size_are_refused_and_hits_are_logged(tmp_path, caplog):
+    import logging
+
+    from dlkit.data.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(["good bad movie"] * 3, kind="word")
+    tokenizer.save(str(tmp_path / "tok.json"))
+    vectors = tmp_path / "glove50.txt"
+    vectors.write_text("good " + " ".join(["0.1"] * 50) + "\nplot " + " ".join(["0.2"] * 50) + "\n")
+    with pytest.raises(ValueError, match=r"holds 50-d vectors but model.embedding_dim=300: set model.embedding_dim=50"):
+        TextCNN(tokenizer.get_vocab_size(), 2, embeddings="static", vectors_path=str(vectors),
+                tokenizer_path=str(tmp_path / "tok.json"))
+    with caplog.at_level(logging.INFO, logger="dlkit"):
+        TextCNN(tokenizer.get_vocab_size(), 2, embedding_dim=50, embeddings="static", vectors_path=str(vectors),
+                tokenizer_path=str(tmp_path / "tok.json"))
+    assert f"1 of {tokenizer.get_vocab_size()} vocabulary words found" in caplog.text
+
+
+def test_textcnn_predicts_from_a_checkpoint_after_its_vectors_file_is_gone(tmp_path, caplog):
+    from dlkit.data.tokenizers import train_tokenizer
+
+    tokenizer = train_tokenizer(["good bad movie"] * 3, kind="word")
+    tokenizer.save(str(tmp_path / "tok.json"))
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("good 1 2 3 4\nmovie 0.5 0.5 0.5 0.5\n")
+    kwargs = {"embedding_dim": 4, "num_filters": 2, "embeddings": "static", "vectors_path": str(vectors),
+              "tokenizer_path": str(tmp_path / "tok.json")}
+    trained = TextCNN(tokenizer.get_vocab_size(), 2, **kwargs)
+    vectors.unlink()
+    rebuilt = TextCNN(tokenizer.get_vocab_size(), 2, **kwargs)
+    assert "must come from a checkpoint" in caplog.text
+    ids, mask = torch.tensor([[7, 8, 9]]), torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(FileNotFoundError, match="vectors_path=.*does not exist"):
+        rebuilt.train()(ids, mask)  # training without the file is refused
+    rebuilt.load_state_dict(trained.state_dict())
+    trained.eval(), rebuilt.eval()
+    assert torch.equal(rebuilt(ids, mask), trained(ids, mask))
+    assert not rebuilt.embedding.weight.requires_grad
+    rebuilt.train()(ids, mask)  # the weights came from the checkpoint: fine-tuning on is allowed
 
 
 def test_text_model_on_image_data_is_refused_naming_the_text_datasets(tmp_path):

@@ -7,11 +7,26 @@ default, or loaded from a word2vec-text / GloVe file as `static` (frozen) or `no
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger("dlkit")
+
+
+def vectors_dim(path: str | Path) -> int | None:
+    """The dimension of a word2vec-text or GloVe file, from its header or its first vector (None: empty)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle):
+            parts = line.rstrip().split(" ")
+            if number == 0 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                return int(parts[1])  # the "count dim" header of word2vec text files
+            if len(parts) > 1:
+                return len(parts) - 1
+    return None
 
 
 def load_vectors(path: str | Path, vocab: dict[str, int], dim: int) -> tuple[torch.Tensor, int]:
@@ -43,6 +58,7 @@ class TextCNN(nn.Module):
         if embeddings not in ("rand", "static", "non-static"):
             raise ValueError(f"embeddings={embeddings!r}: choose rand, static or non-static")
         self.pad_id = pad_id
+        self._missing_vectors: str | None = None
         self.filter_sizes = tuple(filter_sizes)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         if embeddings != "rand":
@@ -52,21 +68,42 @@ class TextCNN(nn.Module):
         self.head = nn.Linear(num_filters * len(self.filter_sizes), num_classes)
 
     def _load_pretrained(self, vectors_path: str | None, tokenizer_path: str | None, dim: int, freeze: bool) -> None:
-        if not vectors_path or not Path(vectors_path).is_file():
-            raise FileNotFoundError(f"model.vectors_path={vectors_path!r}: give a word2vec text or GloVe file")
+        self.embedding.weight.requires_grad = not freeze
+        if not vectors_path:
+            raise ValueError("embeddings=static/non-static need model.vectors_path=FILE (word2vec text or GloVe)")
+        if not Path(vectors_path).expanduser().is_file():
+            # the vectors live in a checkpoint too: predict/eval load them from there; training refuses to start
+            log.warning("model.vectors_path=%s does not exist: the embeddings must come from a checkpoint",
+                        vectors_path)
+            self._missing_vectors = str(vectors_path)
+            self._register_load_state_dict_pre_hook(self._weights_loaded)
+            return
         if not tokenizer_path:
             raise ValueError("pre-trained vectors need the data's tokenizer (the datamodule gives tokenizer_path)")
+        found = vectors_dim(Path(vectors_path).expanduser())
+        if found != dim:
+            raise ValueError(f"model.vectors_path={vectors_path} holds {found}-d vectors but model.embedding_dim="
+                             f"{dim}: set model.embedding_dim={found}")
         from tokenizers import Tokenizer
 
         vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab()
-        matrix, _ = load_vectors(vectors_path, vocab, dim)
+        matrix, hits = load_vectors(Path(vectors_path).expanduser(), vocab, dim)
+        log.info("TextCNN: %d of %d vocabulary words found in %s (the others start random)", hits, len(vocab),
+                 vectors_path)
+        if hits == 0:
+            log.warning("no vocabulary word is in %s: the 'pre-trained' embeddings are all random", vectors_path)
         matrix[self.pad_id] = 0.0
         self.embedding.weight.data.copy_(matrix)
-        self.embedding.weight.requires_grad = not freeze
+
+    def _weights_loaded(self, *_: object, **__: object) -> None:
+        self._missing_vectors = None  # the embeddings came from a checkpoint
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits [B, num_classes] for token ids [B, T]; windows over padding never win the max."""
+        if self._missing_vectors and self.training:
+            raise FileNotFoundError(f"model.vectors_path={self._missing_vectors} does not exist: give a word2vec "
+                                    "text or GloVe file to train with pre-trained vectors")
         widest = max(self.filter_sizes)
         if input_ids.shape[1] < widest:  # a batch of very short texts: pad so the widest filter fits
             extra = widest - input_ids.shape[1]
