@@ -219,3 +219,26 @@ def test_data_longer_than_the_position_table_is_refused_before_training(tmp_path
         build_model(cfg, dm.spec)
     cfg.max_length = 302
     assert build_model(cfg, dm.spec).max_length == 302
+
+
+def test_transformer_base_trains_with_the_papers_optimizer_and_schedule():
+    import math
+
+    from dlkit.config import compose
+    from dlkit.tasks.schedules import inverse_sqrt
+
+    cfg = compose(["model=transformer_base"])
+    assert cfg.optimizer._target_ == "torch.optim.Adam"
+    assert list(cfg.optimizer.betas) == [0.9, 0.98] and cfg.optimizer.eps == 1e-9
+    assert cfg.scheduler._target_.endswith("inverse_sqrt") and cfg.scheduler.warmup_steps == 4000
+    assert (cfg.model.d_model, cfg.model.layers, cfg.data._target_.rsplit(".", 1)[-1]) == (
+        512, 6, "SyntheticReverseDataModule")
+    # optimizer.lr with the flat schedule is the paper's lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optimizer.lr)
+    schedule = inverse_sqrt(optimizer, 10, "val/bleu", warmup_steps=4000)["scheduler"]
+    for step in (1, 4000, 16000):
+        paper = 512 ** -0.5 * min(step ** -0.5, step * 4000 ** -1.5)
+        assert math.isclose(cfg.optimizer.lr * schedule.lr_lambdas[0](step - 1), paper, rel_tol=1e-3)
+    small = compose(["model=transformer", "optimizer.lr=0.01"])  # the CPU preset keeps its own recipe
+    assert small.optimizer._target_ == "torch.optim.AdamW" and small.optimizer.lr == 0.01
+    assert compose(["model=transformer_base", "optimizer.lr=0.002"]).optimizer.lr == 0.002
