@@ -327,14 +327,29 @@ def runs_list(
     fmt: str = FormatOption,
 ) -> None:
     """Runs under PATH, newest first: when, name, model, data, trainer, status, duration, best metric."""
+    from dlkit.errors import did_you_mean
     from dlkit.tracking import runs, tables
 
+    fmt = _format(fmt)
+    if status is not None and status not in runs.STATUSES:
+        raise UsageError(f"--status {status}: choose {', '.join(runs.STATUSES[:-1])} or {runs.STATUSES[-1]}."
+                         f"{did_you_mean(status, runs.STATUSES)}")
+    _runs_folder(path, "PATH", "the folder that holds the runs")
     found = runs.load_runs(path, status, model, data, multirun)
     rows = [[r.id, r.started.replace("T", " "), r.summary.get("name"), r.choice("model"), r.choice("data"),
              r.choice("trainer"), r.status, runs.duration(r), f"{r.metric_name} {_number(r.best())}",
              os.path.relpath(r.path)] for r in found]
     header = ["id", "started", "name", "model", "data", "trainer", "status", "duration", "best", "folder"]
-    _emit(tables.render(header, rows, _format(fmt), title=f"{len(rows)} runs under {path}"))
+    _emit(tables.render(header, rows, fmt, title=f"{len(rows)} runs under {path}"))
+
+
+def _runs_folder(path: str, what: str, expected: str) -> None:
+    """A usage error (exit 2) unless path is a folder."""
+    from pathlib import Path
+
+    if not Path(path).expanduser().is_dir():
+        hint = "train a run first (dlkit train), or give" if path == "outputs" else "give"
+        raise UsageError(f"{what} {path}: no such folder; {hint} {expected}.")
 
 
 @runs_app.command("compare")
@@ -352,14 +367,21 @@ def runs_compare(
     from dlkit import run_folder
     from dlkit.tracking import runs, tables
 
+    fmt = _format(fmt)
     folders = [run_folder.find_run(ref, output_dir) for ref in refs or []]
     if multirun:
-        folders += run_folder.find_runs(multirun)
+        _runs_folder(multirun, "--multirun", "a multirun folder (outputs/multirun/<date>/<time>-<id>)")
+        jobs = sorted((f.resolve() for f in run_folder.find_runs(multirun)), key=runs.natural_key)
+        if not jobs:
+            raise UsageError(f"--multirun {multirun}: no runs in this folder; give a multirun folder "
+                             "(outputs/multirun/<date>/<time>-<id>).")
+        folders += jobs
+    folders = list(dict.fromkeys(folders))  # the order given, each run once; multirun jobs by number
     if len(folders) < 2:
         raise UsageError("compare needs at least two runs: give RUN RUN ... or --multirun FOLDER.")
-    loaded = [runs.Run.load(f) for f in sorted(set(folders))]
+    loaded = [runs.Run.load(f) for f in folders]
     header, rows, best = runs.comparison(loaded, metric)
-    _emit(tables.render(header, rows, _format(fmt), title="Run comparison", highlight=best))
+    _emit(tables.render(header, rows, fmt, title="Run comparison", highlight=best, mark_best=True))
     if plot:
         name = metric or loaded[0].metric_name
         target = Path(multirun or loaded[0].path.parent) / f"compare-{name.replace('/', '_')}.png"
@@ -387,10 +409,12 @@ def runs_show(
     checkpoints = sorted((run.path / "checkpoints").glob("*.ckpt")) if (run.path / "checkpoints").is_dir() else []
     typer.echo("checkpoints: " + (", ".join(str(c) for c in checkpoints) or "none"))
     tracked = run.summary.get("wandb") or {}
+    if tracked.get("url"):
+        typer.echo(f"W&B run: {tracked['url']}")
+    elif tracked.get("id") and tracked.get("mode") == "online":
+        typer.echo(f"W&B run id: {tracked['id']} (online)")
     if tracked.get("sync"):
         typer.echo(f"W&B (offline): upload with `{tracked['sync']}`")
-    elif tracked.get("id"):
-        typer.echo(f"W&B run id: {tracked['id']} (online)")
 
 
 def _format(fmt: str) -> str:

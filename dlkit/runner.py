@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dlkit import run_folder
@@ -92,7 +93,7 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     for number, job in enumerate(jobs):
         with open_dict(job.cfg):
             job.cfg.paths.multirun_dir = str(root)
-        console.rule(f"job {number}: {' '.join(job.overrides) or '(defaults)'}")
+        console.rule(escape(f"job {number}: {' '.join(job.overrides) or '(defaults)'}"))
         try:
             run_job(job, run_folder.job_folder(root, number))
         except KeyboardInterrupt:
@@ -201,7 +202,8 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None, callbacks: li
 
 
 def _write_multirun(root: Path, jobs: list[Job]) -> None:
-    """multirun.json (every job's overrides, status, metric, error) and the same as a Markdown table."""
+    """multirun.json (every job's overrides, status, metric, error) and the same as a Markdown table (best marked)."""
+    from dlkit.tracking.runs import best_index
     from dlkit.tracking.tables import render
 
     records = [_job_record(n, j) for n, j in enumerate(jobs)]
@@ -209,7 +211,9 @@ def _write_multirun(root: Path, jobs: list[Job]) -> None:
     header = ["job", "overrides", "status", "optimized_metric", "value", "error"]
     rows = [[r["job"], " ".join(r["overrides"]), r["status"], r["optimized_metric"], r["value"], r["error"]]
             for r in records]
-    (root / "summary.md").write_text(render(header, rows, "markdown") + "\n", encoding="utf-8")
+    best = best_index([r["value"] for r in records], jobs[0].cfg.get("optimized_metric") or "")
+    (root / "summary.md").write_text(render(header, rows, "markdown", highlight=best, mark_best=True) + "\n",
+                                     encoding="utf-8")
 
 
 def _job_record(number: int, job: Job) -> dict[str, Any]:
@@ -219,37 +223,38 @@ def _job_record(number: int, job: Job) -> dict[str, Any]:
 
 
 def print_result(job: Job) -> None:
-    """The final metrics of one run and where its folder is."""
-    table = Table(title=f"{job.cfg.name}: {job.status}", show_header=True, header_style="bold")
+    """The final metrics of one run, where its folder is, and its W&B page or the command that uploads it."""
+    table = Table(title=escape(f"{job.cfg.name}: {job.status}"), show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in sorted(job.metrics):
         if key.startswith(("test/", "val/")) or key == "optimized_metric":
-            table.add_row(key, f"{job.metrics[key]:.4f}")
+            table.add_row(escape(key), f"{job.metrics[key]:.4f}")
     console.print(table)
-    console.print(f"Run folder: {job.run_dir}")
-    if job.wandb and job.wandb.get("sync"):
-        console.print(f"W&B ran offline (not logged in). Upload the run with: {job.wandb['sync']}", soft_wrap=True)
+    console.print(f"Run folder: {escape(str(job.run_dir))}", soft_wrap=True)
+    tracked = job.wandb or {}
+    if tracked.get("url"):
+        console.print(f"W&B run: {escape(tracked['url'])}", soft_wrap=True)
+    if tracked.get("sync"):
+        why = tracked.get("offline_reason") or ("an earlier start ran offline" if tracked.get("mode") == "online"
+                                                else "not logged in")
+        console.print(escape(f"W&B ran offline ({why}). Upload the run with: {tracked['sync']}"), soft_wrap=True)
 
 
 def print_jobs(jobs: list[Job], root: Path) -> None:
     """The summary table of a multirun: job, overrides, metric, status (and why a job failed)."""
-    metric = jobs[0].cfg.get("optimized_metric", "metric")
-    table = Table(title=f"Multirun: {root}", header_style="bold")
-    for column in ("job", "overrides", f"best {metric}", "status"):
-        table.add_column(column)
-    values = [j.metrics.get("optimized_metric") for j in jobs]
-    finite = [v for v in values if v is not None]
-    best = None
-    if finite:
-        from dlkit.config import metric_mode
+    from dlkit.tracking.runs import best_index
 
-        best = min(finite) if metric_mode(metric) == "min" else max(finite)
+    metric = jobs[0].cfg.get("optimized_metric", "metric")
+    table = Table(title=escape(f"Multirun: {root}"), header_style="bold")
+    for column in ("job", "overrides", f"best {metric}", "status"):
+        table.add_column(escape(column))
+    best = best_index([j.metrics.get("optimized_metric") for j in jobs], metric)
     for number, job in enumerate(jobs):
         value = job.metrics.get("optimized_metric")
         shown = "-" if value is None else f"{value:.4f}"
-        if value is not None and value == best:
+        if number == best:
             shown = f"[bold green]{shown}[/]"
-        status = job.status if job.status != "failed" else f"[red]failed[/]: {job.error}"
-        table.add_row(str(number), " ".join(job.overrides) or "(defaults)", shown, status)
+        status = escape(job.status) if job.status != "failed" else f"[red]failed[/]: {escape(str(job.error))}"
+        table.add_row(str(number), escape(" ".join(job.overrides) or "(defaults)"), shown, status)
     console.print(table)

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import platform
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,8 @@ import yaml
 
 from dlkit import run_folder
 from dlkit.config import metric_mode
+
+STATUSES = ("running", "finished", "failed", "interrupted")
 
 
 @dataclass
@@ -146,11 +149,22 @@ def comparison(runs: list[Run], metric: str | None = None) -> tuple[list[str], l
         values.append(best)
         rows.append([run.id, run.status, *(differing[k][i] for k in differing), best,
                      *(run.final_metrics().get(m) for m in finals)])
-    scored = [(v, i) for i, v in enumerate(values) if v is not None]
-    best_row = None
-    if scored:
-        best_row = (min(scored) if metric_mode(metric) == "min" else max(scored))[1]
-    return header, rows, best_row
+    return header, rows, best_index(values, metric)
+
+
+def best_index(values: list[float | None], metric: str) -> int | None:
+    """Position of the best value (the lowest for losses and perplexities, else the highest; the first of equals)."""
+    scored = [(v, i) for i, v in enumerate(values) if v is not None and v == v]  # v == v: not NaN
+    if not scored:
+        return None
+    if metric_mode(metric) == "min":
+        return min(scored)[1]
+    return max(scored, key=lambda pair: (pair[0], -pair[1]))[1]
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key reading the numbers in a path as numbers: multirun job 2 before job 10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def _best_of_curve(run: Run, metric: str) -> float | None:
