@@ -229,7 +229,8 @@ def eval_run(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value settings, e.g. data.test_file=x.csv"),  # noqa: UP045
     output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
 ) -> None:
-    """Test a trained model again, rebuilt from its run's own config; prints and saves the metrics."""
+    """Test a trained model again, rebuilt from its run's own config; prints the metrics and saves them as
+    eval-<time>.json in the run folder (next to the checkpoint for a lone .ckpt)."""
     from datetime import datetime
 
     from dlkit import inference, run_folder
@@ -239,11 +240,18 @@ def eval_run(
     metrics = inference.evaluate(loaded)
     typer.echo(f"Checkpoint: {loaded.checkpoint}")
     tables.render(["metric", "value"], [[k, v] for k, v in sorted(metrics.items())])
-    if loaded.run_dir is not None:
-        target = loaded.run_dir / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-        run_folder.write_json(target, {"checkpoint": str(loaded.checkpoint), "overrides": list(overrides or []),
-                                       "metrics": metrics})
-        typer.echo(f"Saved: {target}")
+    folder = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint.resolve().parent
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target, number = folder / f"eval-{stamp}.json", 1
+    while target.exists():  # two evals within one second keep both results
+        target, number = folder / f"eval-{stamp}-{number}.json", number + 1
+    try:
+        run_folder.write_json(target, {"checkpoint": str(loaded.checkpoint.resolve()),
+                                       "overrides": list(overrides or []), "metrics": metrics})
+    except OSError as err:
+        raise DlkitError(f"could not save the metrics to {target} ({err.strerror}); "
+                         "make the folder writable or copy the checkpoint elsewhere.") from err
+    typer.echo(f"Saved: {target}")
 
 
 @app.command()

@@ -43,6 +43,23 @@ def _length_axis(name: str) -> str:
     return "target" if name.startswith("tgt") else "sequence"
 
 
+# what the outputs of models returning several tensors are called (a model may say so itself: `output_names`)
+OUTPUT_NAMES = {"BertForPreTraining": ("mlm_logits", "nsp_logits")}
+
+
+def output_names(model: nn.Module, outputs: tuple[torch.Tensor, ...]) -> list[str]:
+    """One name per output tensor: the model's own `output_names`, a known model's, else logits / logits_<i>."""
+    declared = getattr(model, "output_names", None) or OUTPUT_NAMES.get(type(model).__name__)
+    if declared and len(declared) == len(outputs):
+        return list(declared)
+    return ["logits"] if len(outputs) == 1 else [f"logits_{i}" for i in range(len(outputs))]
+
+
+def _shape(tensor: torch.Tensor, axes: dict[int, str]) -> list[int | str]:
+    """A tensor's shape with its dynamic axes given by name (batch, sequence, ...)."""
+    return [axes.get(axis, size) for axis, size in enumerate(tensor.shape)]
+
+
 def check_format(fmt: str) -> None:
     """Refuse an unknown export format (before any model is loaded)."""
     if fmt not in FORMATS:
@@ -50,7 +67,11 @@ def check_format(fmt: str) -> None:
 
 
 def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
-    """Write model.onnx or model.pt plus model.json (labels, inputs, tokenizer) into out_dir; return the metadata."""
+    """Write model.onnx or model.pt plus model.json (labels, inputs, outputs, special tokens, tokenizer) into
+    out_dir; return the metadata.
+
+    Batch size and sequence lengths stay dynamic; model.json names those axes instead of the traced sizes.
+    """
     check_format(fmt)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "huggingface":
@@ -59,16 +80,18 @@ def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
     model = loaded.task.model.eval()
     wrapped = _Positional(model, names).eval() if names != ["input"] else model
     target = out_dir / ("model.onnx" if fmt == "onnx" else "model.pt")
+    input_axes = {n: {0: "batch", **({1: _length_axis(n)} if t.dim() == 2 else {})} for n, t in zip(names, tensors)}
+    with torch.no_grad():
+        output = wrapped(*tensors)
+    outputs = tuple(output) if isinstance(output, (tuple, list)) else (output,)
+    outs = output_names(model, outputs)
+    # per-token outputs ([batch, length, vocab]) follow the length of the last input (the target for seq2seq)
+    output_axes = {n: {0: "batch", **({1: _length_axis(names[-1])} if o.dim() == 3 else {})}
+                   for n, o in zip(outs, outputs)}
     try:
         if fmt == "onnx":
-            dynamic = {n: {0: "batch", **({1: _length_axis(n)} if t.dim() == 2 else {})}
-                       for n, t in zip(names, tensors)}
-            with torch.no_grad():
-                output = wrapped(*tensors)
-            per_token = (output[0] if isinstance(output, tuple) else output).dim() == 3  # [batch, length, vocab]
-            logits_axes = {0: "batch", **({1: _length_axis(names[-1])} if per_token else {})}
-            torch.onnx.export(wrapped, tensors, str(target), input_names=names, output_names=["logits"],
-                              dynamic_axes={**dynamic, "logits": logits_axes}, dynamo=False)
+            torch.onnx.export(wrapped, tensors, str(target), input_names=names, output_names=outs,
+                              dynamic_axes={**input_axes, **output_axes}, dynamo=False)
         else:
             torch.jit.save(torch.jit.trace(wrapped, tensors, check_trace=False), str(target))
     except ImportError as err:
@@ -83,10 +106,14 @@ def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
     spec = loaded.datamodule.spec
     metadata = {
         "format": fmt, "file": target.name, "checkpoint": str(loaded.checkpoint), "kind": spec.kind,
-        "labels": spec.class_names, "inputs": [{"name": n, "dtype": str(t.dtype).replace("torch.", ""),
-                                                "shape": ["batch", *t.shape[1:]]} for n, t in zip(names, tensors)],
-        "output": "logits", "pad_id": spec.pad_id,
+        "labels": spec.class_names,
+        "inputs": [{"name": n, "dtype": str(t.dtype).replace("torch.", ""), "shape": _shape(t, input_axes[n])}
+                   for n, t in zip(names, tensors)],
+        "outputs": [{"name": n, "dtype": str(o.dtype).replace("torch.", ""), "shape": _shape(o, output_axes[n])}
+                    for n, o in zip(outs, outputs)],
+        "output": outs[0], "pad_id": spec.pad_id,
     }
+    metadata.update(_special_tokens(loaded))
     if spec.kind == "seq2seq":  # the model gives next-token logits for a target prefix: decode step by step
         metadata.update(bos_id=spec.bos_id, eos_id=spec.eos_id, max_length=spec.max_length,
                         decoding="feed tgt_ids = [bos] and append the argmax of the last logits until eos")
@@ -98,6 +125,29 @@ def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
         metadata["tokenizer"] = "tokenizer.json"
     (out_dir / "model.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return metadata
+
+
+def _special_tokens(loaded: Loaded) -> dict[str, Any]:
+    """The special token ids the inputs need, and how a text is framed with them (BERT: [CLS] text [SEP]).
+
+    dlkit frames texts itself (the copied tokenizer.json adds no special tokens), so a user of the export must too.
+    """
+    spec = loaded.datamodule.spec
+    if not spec.tokenizer_path or not Path(spec.tokenizer_path).is_file():
+        return {}
+    from tokenizers import Tokenizer
+
+    from dlkit.data.tokenizers import special_ids
+
+    known = special_ids(Tokenizer.from_file(spec.tokenizer_path))
+    framed = spec.kind == "masked_lm" or bool(getattr(loaded.datamodule, "add_special_tokens", False))
+    needed = ["pad", "unk", *(["cls", "sep"] if framed else []), *(["mask"] if spec.kind == "masked_lm" else []),
+              *(["bos", "eos"] if spec.kind == "seq2seq" else [])]
+    found: dict[str, Any] = {"special_tokens": {name: known[name] for name in needed if known.get(name) is not None}}
+    if framed:
+        found["framing"] = ("input_ids = [cls] text [sep] (a pair: [cls] a [sep] b [sep], token_type_ids 0 for a "
+                            "and its [cls]/[sep], 1 for b and its [sep]); attention_mask 1 on tokens, 0 on padding")
+    return found
 
 
 def export_huggingface(loaded: Loaded, out_dir: Path) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,31 +29,109 @@ class Loaded:
     task: Task
 
 
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+GIVE = "give a run folder, a run id, latest, or a .ckpt written by dlkit train"
+
+
+def not_a_checkpoint(path: Path, reason: str) -> DlkitError:
+    """The one error for a file that is not a dlkit checkpoint, with the reason in a few words."""
+    return DlkitError(f"{path} is not a dlkit checkpoint ({reason}); {GIVE}.")
+
+
+def _torch_load(path: Path, mmap: bool = False) -> Any:
+    """torch.load with weights_only safety (no code runs from the file), quiet about pickle protocols."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A dlkit checkpoint, loaded with torch's weights_only safety (no code runs from the file)."""
+    """A dlkit checkpoint, loaded with torch's weights_only safety; any other file is refused in one line."""
     if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist.")
+        raise UsageError(f"checkpoint {path} does not exist; {GIVE}.")
+    if path.stat().st_size == 0:
+        raise not_a_checkpoint(path, "the file is empty")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise DlkitError(f"{path} is not a checkpoint torch can load safely ({type(err).__name__}); "
-                         "give a .ckpt written by dlkit train.") from err
-    if not isinstance(checkpoint, dict) or "dlkit" not in checkpoint or "state_dict" not in checkpoint:
-        raise DlkitError(f"{path} is not a dlkit checkpoint (no dlkit metadata); give a .ckpt written by dlkit train.")
+        checkpoint = _torch_load(path)
+    except OSError as err:
+        raise not_a_checkpoint(path, f"cannot read it: {err.strerror or type(err).__name__}") from err
+    except pickle.UnpicklingError as err:
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        reason = f"it pickles {unsafe.group(1)}, which torch will not load safely" if unsafe else \
+            "not a file torch can load safely"
+        raise not_a_checkpoint(path, reason) from err
+    except Exception as err:  # noqa: BLE001 - arbitrary bytes make torch's readers fail in many ways
+        raise not_a_checkpoint(path, "not a file torch can load safely") from err
+    if not isinstance(checkpoint, dict):
+        raise not_a_checkpoint(path, f"it holds a {type(checkpoint).__name__}, not a checkpoint")
+    if "dlkit" not in checkpoint or "state_dict" not in checkpoint:
+        lightning = "state_dict" in checkpoint and "pytorch-lightning_version" in checkpoint
+        raise not_a_checkpoint(path, "a Lightning checkpoint without dlkit metadata" if lightning
+                               else "no dlkit metadata")
     return checkpoint
 
 
+def _checkpoint_callbacks(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(key, state) of each ModelCheckpoint callback recorded in a checkpoint; [] for an unreadable file.
+
+    The tensors are memory-mapped, not read: only the small callback states are looked at.
+    """
+    for mmap in (True, False):  # mmap needs torch's zip format
+        try:
+            checkpoint = _torch_load(path, mmap=mmap)
+            break
+        except Exception:  # noqa: BLE001 - any unreadable file just has no recorded state
+            continue
+    else:
+        return []
+    callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+    return [(str(k), v) for k, v in (callbacks or {}).items()
+            if str(k).startswith("ModelCheckpoint") and isinstance(v, dict)]
+
+
+def best_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint the run's ModelCheckpoint ranked best by its monitored score, else last.ckpt.
+
+    The newest checkpoint (last.ckpt) records which file was best; a run copied or moved elsewhere still finds it
+    by name. Without that record, each checkpoint's own stored score decides (mode min or max, as recorded).
+    """
+    if not checkpoints.is_dir():
+        return None
+    files = sorted(checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    last = checkpoints / "last.ckpt"
+    newest = last if last.is_file() else (files[0] if files else None)
+    if newest is None:
+        return None
+    for _, state in _checkpoint_callbacks(newest):
+        if state.get("monitor") is None:
+            continue  # saves every N steps or epochs, ranked by nothing: the newest is the one to use
+        name = Path(str(state.get("best_model_path") or "")).name
+        if name and (checkpoints / name).is_file():
+            return checkpoints / name
+    scored = []
+    for path in (f for f in files if f.name != "last.ckpt"):
+        for key, state in _checkpoint_callbacks(path):
+            if state.get("monitor") is not None and state.get("current_score") is not None:
+                sign = -1.0 if "'mode': 'max'" in key else 1.0
+                scored.append((sign * float(state["current_score"]), path))
+                break
+    if scored:
+        return min(scored, key=lambda item: item[0])[1]
+    return newest
+
+
 def locate(ref: str, output_dir: str = "outputs") -> tuple[Path | None, Path]:
-    """(run folder or None, checkpoint): a .ckpt file as given, else the run's best checkpoint (or last.ckpt)."""
+    """(run folder or None, checkpoint): any existing file as given (whatever its suffix), else the run's best
+    checkpoint (or last.ckpt)."""
     path = Path(ref).expanduser()
-    if path.suffix == ".ckpt":
+    if path.is_file():
         parent = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return (parent if run_folder.is_run_folder(parent) else None), path
+        return (parent.resolve() if run_folder.is_run_folder(parent) else None), path
+    if path.suffix in CHECKPOINT_SUFFIXES and not path.is_dir():
+        raise UsageError(f"checkpoint {path} does not exist; {GIVE}.")
     run_dir = run_folder.find_run(ref, output_dir)
-    checkpoints = run_dir / "checkpoints"
-    best = sorted(checkpoints.glob("best-*.ckpt")) if checkpoints.is_dir() else []
-    chosen = best[-1] if best else checkpoints / "last.ckpt"
-    if not chosen.is_file():
+    chosen = best_checkpoint(run_dir / "checkpoints")
+    if chosen is None:
         raise DlkitError(f"{run_dir} has no checkpoint (checkpoints/best-*.ckpt or last.ckpt) to load.")
     return run_dir, chosen
 
@@ -68,6 +148,12 @@ def load(ref: str, overrides: list[str] | None = None, output_dir: str = "output
     run_dir, path = locate(ref, output_dir)
     checkpoint = read_checkpoint(path)
     cfg = OmegaConf.load(run_dir / run_folder.CONFIG) if run_dir else OmegaConf.create(checkpoint["dlkit"]["config"])
+    world_size = int(run_folder.read_json(run_dir / run_folder.SUMMARY).get("world_size") or 1) if run_dir else 1
+    limit = cfg.trainer.get("limit_test_batches")
+    if world_size > 1 and isinstance(limit, int) and not isinstance(limit, bool):
+        # each of the run's processes tested `limit` batches of an interleaved split: together, the first
+        # limit * world_size batches that one process sees
+        cfg.trainer.limit_test_batches = limit * world_size
     bad = [o for o in overrides or [] if "=" not in o or o.startswith(("+", "~"))]
     if bad:
         raise UsageError(f"'{bad[0]}': give settings as key=value (e.g. data.test_file=other.csv).")
@@ -82,12 +168,18 @@ def load(ref: str, overrides: list[str] | None = None, output_dir: str = "output
 
 
 def evaluate(loaded: Loaded) -> dict[str, float]:
-    """Run the test loop on one device and return the test metrics."""
+    """Run the test loop on one device and return the test metrics.
+
+    The run's own trainer.limit_test_batches applies (eval tests what the training run tested); an override such
+    as trainer.limit_test_batches=null tests everything.
+    """
     import pytorch_lightning as pl
 
-    trainer = pl.Trainer(accelerator=loaded.cfg.trainer.get("accelerator", "auto"), devices=1, logger=False,
+    settings = loaded.cfg.trainer
+    trainer = pl.Trainer(accelerator=settings.get("accelerator", "auto"), devices=1, logger=False,
                          enable_checkpointing=False, enable_model_summary=False,
-                         precision=loaded.cfg.trainer.get("precision", "32-true"))
+                         precision=settings.get("precision", "32-true"),
+                         limit_test_batches=settings.get("limit_test_batches"))
     results = trainer.test(loaded.task, datamodule=loaded.datamodule, verbose=False)
     return {k: float(v) for result in results for k, v in result.items()}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,8 +117,127 @@ def test_clear_errors_for_missing_runs_wrong_files_and_unfit_inputs(digits_run, 
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a pickle at all")
     bad = run_cli("predict", str(garbage), "x", cwd=root)
-    assert bad.returncode == 1 and "not a checkpoint torch can load safely" in bad.stderr
+    assert bad.returncode == 1 and "is not a dlkit checkpoint (not a file torch can load safely)" in bad.stderr
     unfit = run_cli("predict", str(run), "hello world", cwd=root)
     assert unfit.returncode == 1 and "does not exist" in unfit.stderr and "Traceback" not in unfit.stderr
     nothing = run_cli("predict", str(run), cwd=root)
     assert nothing.returncode == 2 and "nothing to predict" in nothing.stderr
+
+
+@pytest.fixture(scope="module")
+def limited_run(tmp_path_factory):
+    """A run that tested 2 batches only, keeping its 2 lowest-accuracy epochs as 'best' (mode=min): the best
+    checkpoint is then an early one, not the newest."""
+    root = tmp_path_factory.mktemp("limited")
+    result = run_cli("train", *QUICK, "trainer.max_epochs=4", "callbacks.model_checkpoint.save_top_k=2",
+                     "callbacks.model_checkpoint.mode=min", cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root, run_folders(root)[0]
+
+
+def _saved_eval(result) -> dict:
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("Saved: ")]
+    return json.loads(Path(line.removeprefix("Saved: ")).read_text())
+
+
+def test_eval_tests_what_training_tested_with_its_test_batch_limit(limited_run):
+    root, run = limited_run
+    trained = summary(run)["metrics"]
+    result = run_cli("eval", "latest", cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = _saved_eval(result)["metrics"]
+    assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
+    assert metrics["test/loss"] == pytest.approx(trained["test/loss"], rel=1e-5)
+    everything = run_cli("eval", "latest", "trainer.limit_test_batches=null", cwd=root)
+    assert everything.returncode == 0, everything.stderr[-2000:]
+    assert _saved_eval(everything)["metrics"]["test/loss"] != pytest.approx(trained["test/loss"], rel=1e-5)
+
+
+def test_eval_picks_the_best_checkpoint_by_its_score_not_its_name(limited_run):
+    root, run = limited_run
+    val_acc = {int(r["epoch"]): float(r["val/acc"]) for r in csv.DictReader((run / "metrics.csv").open())
+               if r.get("val/acc")}
+    lowest = min(val_acc, key=val_acc.get)  # mode=min: the best is the lowest accuracy
+    kept = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
+    assert len(kept) == 2 and kept[-1] != f"best-epoch{lowest:03d}.ckpt", (kept, val_acc)  # newest is not best
+    result = run_cli("eval", str(run), cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _saved_eval(result)["checkpoint"].endswith(f"best-epoch{lowest:03d}.ckpt")
+    # training tested the same best checkpoint
+    assert _saved_eval(result)["metrics"]["test/acc"] == pytest.approx(summary(run)["metrics"]["test/acc"], abs=1e-6)
+
+
+def test_eval_of_a_lone_checkpoint_saves_its_metrics_beside_it(limited_run, tmp_path):
+    root, run = limited_run
+    lone = tmp_path / "model.pt"  # any suffix: an existing file is read as a checkpoint
+    lone.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    result = run_cli("eval", str(lone), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [saved] = tmp_path.glob("eval-*.json")
+    assert f"Saved: {saved}" in result.stdout
+    record = json.loads(saved.read_text())
+    assert Path(record["checkpoint"]) == lone.resolve() and record["metrics"]["test/acc"] > 0
+
+
+def test_files_that_are_not_dlkit_checkpoints_get_one_clear_line(tmp_path):
+    pickled = tmp_path / "objects.ckpt"
+    pickled.write_bytes(b"\x80\x02c__main__\nThing\nq\x00)\x81q\x01.")  # a pickled instance of a class
+    files = {"text.ckpt": b"hello world this is text\n", "junk.ckpt": b"junk", "empty.ckpt": b"",
+             "notes.txt": b"some notes", "weights.pt": b"PK\x03\x04 not really a zip"}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    hint = "; give a run folder, a run id, latest, or a .ckpt written by dlkit train."
+    commands = [["eval", str(p)] for p in [*(tmp_path / n for n in files), tmp_path / "tensor.pth", pickled]]
+    commands += [["predict", str(tmp_path / "text.ckpt"), "hi"], ["export", str(tmp_path / "junk.ckpt")]]
+    errors = {}
+    for command in commands:
+        result = run_cli(*command, cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1, (command, result.stderr)
+        assert lines[0].startswith(f"error: {command[1]} is not a dlkit checkpoint (") and lines[0].endswith(hint)
+        errors[Path(command[1]).name] = lines[0]
+    assert "(the file is empty)" in errors["empty.ckpt"]
+    assert "(it holds a Tensor, not a checkpoint)" in errors["tensor.pth"]
+    assert "(it pickles __main__.Thing, which torch will not load safely)" in errors["objects.ckpt"]
+    missing = run_cli("eval", str(tmp_path / "nowhere.ckpt"), cwd=tmp_path)
+    assert missing.returncode == 2 and "nowhere.ckpt does not exist; give a run folder" in missing.stderr
+
+
+def test_bert_pretraining_exports_to_onnx_with_named_outputs_and_dynamic_lengths(tmp_path):
+    import onnxruntime
+
+    from dlkit import inference
+    from dlkit.export import example_inputs
+
+    tiny = ["model=bert_pretrain", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "callbacks=minimal", "logger=csv",
+            "data.synthetic_documents=60", "data.max_length=32", "data.tokenizer.vocab_size=300",
+            "model.hidden_size=32", "model.intermediate_size=64"]
+    assert run_cli("train", *tiny, cwd=tmp_path).returncode == 0
+    [run] = run_folders(tmp_path)
+    result = run_cli("export", str(run), "--format", "onnx", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metadata = json.loads((run / "export" / "onnx" / "model.json").read_text())
+    assert [o["name"] for o in metadata["outputs"]] == ["mlm_logits", "nsp_logits"]
+    assert all(i["shape"] == ["batch", "sequence"] for i in metadata["inputs"])
+    assert metadata["outputs"][0]["shape"][:2] == ["batch", "sequence"] and metadata["outputs"][1]["shape"] == \
+        ["batch", 2]
+    loaded = inference.load(str(run))
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(run / "export" / "onnx" / "tokenizer.json"))
+    assert {k: metadata["special_tokens"][k] for k in ("cls", "sep", "mask")} == \
+        {k: tokenizer.token_to_id(f"[{k.upper()}]") for k in ("cls", "sep", "mask")}
+
+    session = onnxruntime.InferenceSession(str(run / "export" / "onnx" / "model.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["mlm_logits", "nsp_logits"]
+    traced_length = example_inputs(loaded)[1][0].shape[1]
+    batch = loaded.datamodule.encode_inputs(["the [MASK] was cold", "a much longer text " * 6 + "[MASK] here"])
+    assert batch["input_ids"].shape[1] != traced_length
+    assert batch["input_ids"][0, 0] == metadata["special_tokens"]["cls"]
+    with torch.no_grad():
+        expected = loaded.task.model(**batch)
+    got = session.run(None, {i.name: batch[i.name].numpy() for i in session.get_inputs()})
+    for ours, theirs in zip(expected, got):
+        assert theirs.shape == tuple(ours.shape) and np.allclose(theirs, ours.numpy(), atol=1e-4)
