@@ -242,3 +242,6 @@ def test_transformer_base_trains_with_the_papers_optimizer_and_schedule():
     small = compose(["model=transformer", "optimizer.lr=0.01"])  # the CPU preset keeps its own recipe
     assert small.optimizer._target_ == "torch.optim.AdamW" and small.optimizer.lr == 0.01
     assert compose(["model=transformer_base", "optimizer.lr=0.002"]).optimizer.lr == 0.002
+    # another optimizer takes none of Adam's settings
+    sgd = compose(["model=transformer_base", "optimizer=sgd"]).optimizer
+    assert sgd._target_ == "torch.optim.SGD" and "betas" not in sgd and "eps" not in sgd
