@@ -171,6 +171,56 @@ def log_to(run_dir: Path):
         handler.close()
 
 
+def relocate(value: Any, old: str | Path, new: str | Path) -> tuple[Any, bool]:
+    """(value with every path inside folder `old` re-pointed into folder `new`, whether any was): strings, and the
+    keys and items of dicts, lists and tuples, are looked at; anything else (tensors) is kept as it is."""
+    old, new = str(old).rstrip(os.sep), str(new).rstrip(os.sep)
+    if isinstance(value, str):
+        if value == old or value.startswith(old + os.sep):
+            return new + value[len(old):], True
+        return value, False
+    if isinstance(value, dict):
+        items = [(relocate(k, old, new), relocate(v, old, new)) for k, v in value.items()]
+        return {k: v for (k, _), (v, _) in items}, any(a or b for (_, a), (_, b) in items)
+    if isinstance(value, (list, tuple)):
+        items = [relocate(v, old, new) for v in value]
+        return type(value)(v for v, _ in items), any(changed for _, changed in items)
+    return value, False
+
+
+def relocate_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """A run's saved config for the folder it now lives in (it may have been copied or moved): config.yaml holds
+    resolved absolute paths, so paths.run_dir and everything under it (checkpoint folder, logger folders) still
+    name the folder it was trained in."""
+    old = cfg.get("paths", {}).get("run_dir")
+    if not old or Path(old) == run_dir:
+        return cfg
+    moved, _ = relocate(OmegaConf.to_container(cfg), old, run_dir)
+    cfg = OmegaConf.create(moved)
+    if cfg.paths.get("multirun_dir") and Path(cfg.paths.multirun_dir) == Path(old).parent:
+        cfg.paths.multirun_dir = str(run_dir.parent)  # a multirun job moved with its multirun folder
+    return cfg
+
+
+def relocate_checkpoint(path: Path, old: str | Path, new: str | Path) -> bool:
+    """Re-point the paths a Lightning checkpoint's callbacks recorded (ModelCheckpoint's folder, best and last
+    checkpoints) from folder `old` to `new`, rewriting the file atomically; False when none pointed into `old`.
+
+    Without this, a resumed copy of a run would not know its own best checkpoints (Lightning drops them when the
+    folder differs) and would test the original's best checkpoint at the end.
+    """
+    import torch
+
+    from dlkit.checkpointing import AtomicCheckpointIO
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    callbacks, changed = relocate(checkpoint.get("callbacks") or {}, old, new)
+    if changed:
+        checkpoint["callbacks"] = callbacks
+        AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+    return changed
+
+
 def is_run_folder(path: Path) -> bool:
     """A folder dlkit wrote a run into."""
     return (path / SUMMARY).is_file() and (path / CONFIG).is_file()
@@ -186,11 +236,11 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def find_run(ref: str | Path, output_dir: str | Path = "outputs") -> Path:
-    """A run folder from a path (folder or a .ckpt inside it), a run id (the hex suffix), or `latest`."""
+    """A run folder from a path (folder or a checkpoint file inside it), a run id (the hex suffix), or `latest`."""
     from dlkit.errors import UsageError
 
     path = Path(ref).expanduser()
-    if path.is_file() and path.suffix == ".ckpt":
+    if path.is_file():
         path = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     if is_run_folder(path):
         return path.resolve()

@@ -142,9 +142,17 @@ def resume(job: Job) -> Job:
     if not checkpoint.is_file():
         raise DlkitError(f"{run_dir} has no checkpoints/last.ckpt, so it cannot be resumed; train it again.")
     plain = [o for o in job.overrides if not o.startswith(("resume=", "+", "~")) and "=" in o and o not in picks]
-    job.cfg = OmegaConf.merge(OmegaConf.load(run_dir / run_folder.CONFIG), OmegaConf.from_dotlist(plain))
+    saved = OmegaConf.load(run_dir / run_folder.CONFIG)
+    trained_in = saved.get("paths", {}).get("run_dir")
+    if trained_in and Path(trained_in) != run_dir:
+        # a copied or moved run: its config and checkpoint still name the folder it was trained in; point them
+        # here, so the run continues in this folder and never writes into the original
+        saved = run_folder.relocate_config(saved, run_dir)
+        run_folder.relocate_checkpoint(checkpoint, trained_in, run_dir)
+        console.print(f"{run_dir} was trained in {trained_in}: it continues here.", markup=False)
+    job.cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(plain))
     job.choices = saved_choices or job.choices
-    console.print(f"Resuming {run_dir} from {checkpoint.name}")
+    console.print(f"Resuming {run_dir} from {checkpoint.name}", markup=False)
     run_job(job, run_dir, ckpt_path=str(checkpoint))
     return job
 
