@@ -10,16 +10,43 @@ from pytorch_lightning.callbacks import RichProgressBar
 
 
 class EpochSeeder(pl.Callback):
-    """Re-seed every RNG at the start of each epoch from (seed, epoch).
+    """Re-seed every RNG at the start of each epoch from (seed, epoch), and keep the RNG states in checkpoints.
 
-    Data order, dropout and augmentation of an epoch then depend only on the seed and the epoch number, so a
-    run resumed from a checkpoint trains exactly as the uninterrupted run would have.
+    Data order, dropout and augmentation of an epoch then depend only on the seed and the epoch number, so a run
+    resumed from an epoch-end checkpoint trains exactly as the uninterrupted run would have; one resumed from a
+    mid-epoch checkpoint (every_n_train_steps) continues from the RNG states saved with it.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self._restored: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {"torch": torch.get_rng_state(), "python": random.getstate(),
+                # plain lists and numbers: checkpoints are loaded with weights_only
+                "numpy": [kind, keys.tolist(), position, has_gauss, gauss]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._restored and trainer.fit_loop.restarted_mid_epoch:
+            import random
+
+            import numpy as np
+            import torch
+
+            torch.set_rng_state(self._restored["torch"])
+            random.setstate(self._restored["python"])
+            kind, keys, position, has_gauss, gauss = self._restored["numpy"]
+            np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+            return
         # after a resume from an epoch-end checkpoint Lightning skips the first on_train_epoch_start
         self.on_train_epoch_start(trainer, pl_module)
 

@@ -124,10 +124,6 @@ def test_resuming_a_copied_run_writes_only_into_the_copy(tmp_path):
     assert "3" in epochs  # the copy's own log continued
 
 
-@pytest.mark.xfail(strict=True, reason="mid-epoch resume is not exact yet: the training DataLoader "
-                   "(dlkit/data/base.py) must be stateful (state_dict/load_state_dict skipping the batches already "
-                   "trained on) and EpochSeeder (dlkit/callbacks.py) must save the RNG states and restore them on a "
-                   "mid-epoch restart; remove this mark when both land")
 def test_resume_from_a_mid_epoch_checkpoint_matches_an_uninterrupted_run(tmp_path):
     run = ["seed=3", "trainer.max_epochs=2", "trainer.limit_train_batches=20", "trainer.deterministic=true",
            "data.batch_size=16", "callbacks=minimal", "logger=csv", "model.dropout=0.3",

@@ -82,6 +82,34 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
 
+class ResumableLoader(DataLoader):
+    """A training DataLoader that can resume mid-epoch: its state is the number of batches handed out this epoch.
+
+    Lightning saves that state in every checkpoint and loads it back on resume; the next pass then reads and drops
+    that many batches, so a run resumed from a mid-epoch checkpoint trains on the batches it had not seen yet.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._served, self._skip = 0, 0
+
+    def __iter__(self):
+        self._served, skip = 0, self._skip
+        self._skip = 0
+        for number, batch in enumerate(super().__iter__()):
+            if number < skip:
+                continue
+            self._served = number + 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        served = int(state.get("batches", 0))
+        self._skip = served if served < len(self) else 0
+
+
 class DataModule(pl.LightningDataModule):
     """A LightningDataModule that states its kind and, after setup, its DataSpec."""
 
@@ -112,8 +140,9 @@ class DataModule(pl.LightningDataModule):
         sampler = EpochShuffle(len(dataset), self.shuffle_seed) if shuffle else None
         # the loader's own generator: creating an iterator never draws from the global RNG
         generator = torch.Generator().manual_seed(self.shuffle_seed)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn,
-                          generator=generator, **self.loader_kwargs)
+        loader = ResumableLoader if shuffle else DataLoader
+        return loader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn,
+                      generator=generator, **self.loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

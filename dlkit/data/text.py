@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dlkit.data.base import DataModule, complete_splits
+from dlkit.data.base import DataModule, ResumableLoader, complete_splits
 from dlkit.data.spec import DataSpec
 from dlkit.data.tokenizers import cached_tokenizer, encode, fingerprint, load_tokenizer, special_ids
 from dlkit.errors import DlkitError, UsageError
@@ -196,7 +196,7 @@ class TextClassificationDataModule(DataModule):
         if not self.bucketing:
             return super().train_dataloader()
         sampler = BucketSampler([len(s) for s in self.train_set.ids], self.batch_size, seed=self.shuffle_seed)
-        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate_fn, **self.loader_kwargs)
+        return ResumableLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate_fn, **self.loader_kwargs)
 
     # -- prediction ------------------------------------------------------------------------------------
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
