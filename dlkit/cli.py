@@ -194,33 +194,16 @@ def sweep(
         return None
     if backend != "optuna":
         raise UsageError(f"--backend {backend}: choose optuna or wandb.")
-    from dlkit.sweeps import study
+    from dlkit.sweeps import report
 
-    sweep_dir = study.run(args, config_dir)
-    if not study.is_worker():  # a parallel sweep's worker process leaves the report to the main one
-        _sweep_status(str(sweep_dir))
+    report.run_and_report(args, config_dir)  # a parallel sweep's worker process leaves the report to the main one
     return None
 
 
 def _sweep_status(sweep: str, output_dir: str = "outputs") -> None:
-    from dlkit.sweeps import study as studies
-    from dlkit.tracking import tables
+    from dlkit.sweeps import report
 
-    study, folder, info = studies.load(sweep, output_dir)
-    header, rows = studies.trials_table(study)
-    tables.render(header, rows, title=f"Study {info['study']} ({info['direction']} {info['metric']}): {folder}")
-    try:
-        best = study.best_trial
-    except ValueError:
-        typer.echo("No trial has finished yet.")
-        return
-    typer.echo(f"Best: trial {best.number}, {info['metric']} = {best.value:.4f}, {best.params}")
-    typer.echo(f"Reproduce: {best.user_attrs.get('command', '')}")
-    ranked = studies.importances(study)
-    if ranked:
-        typer.echo("Importance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()))
-    for path in studies.plots(study, folder):
-        typer.echo(f"Plot: {path}")
+    report.show(sweep, output_dir)
 
 
 @app.command("eval")

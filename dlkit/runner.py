@@ -81,9 +81,9 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
         run_job(job, _new_run_dir(job.cfg))
         return [job]
     if any(o.startswith("hparams_search=") for o in overrides):  # `-m hparams_search=NAME` is an Optuna study
-        from dlkit.sweeps import study
+        from dlkit.sweeps import report
 
-        study.run(overrides, config_dir)
+        report.run_and_report(overrides, config_dir)  # the same report as `dlkit sweep`
         return []
     jobs = [prepare(job_overrides, config_dir) for job_overrides in expand_sweep(overrides)]
     root = run_folder.new_folder(jobs[0].cfg.paths.output_dir, multirun=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -22,27 +25,56 @@ def _study(root, name="mlp_optuna"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'outputs/sweeps' / name / 'study.db'}")
 
 
+def _params(trial) -> tuple:
+    return tuple(sorted(trial.params.items()))
+
+
 def test_optuna_study_records_every_trial_and_reports_the_best(tmp_path):
     result = run_cli("sweep", "hparams_search=mlp_optuna", "hparams_search.n_trials=4",
                      "hparams_search.pruner.name=none", *FAST, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = _study(tmp_path)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 4
-    assert study.best_value == max(t.value for t in complete)
+    assert len(complete) == 4 and len(study.trials) == 4
     for trial in complete:
-        run = tmp_path / trial.user_attrs["run_dir"]
+        run = Path(trial.user_attrs["run_dir"])
+        assert run.is_absolute() and run.parent == (tmp_path / "outputs/sweeps/mlp_optuna").resolve()
         assert summary(run)["metrics"]["optimized_metric"] == pytest.approx(trial.value)
         assert yaml.safe_load((run / "config.yaml").read_text())["optimizer"]["lr"] == pytest.approx(
             trial.params["optimizer.lr"])
-    assert "Best: trial" in result.stdout and "Reproduce: dlkit train model=mlp data=digits" in result.stdout
+    # the trial reported as best is the one whose run folder holds the highest val/acc of all the runs
+    best_line = next(line for line in result.stdout.splitlines() if line.startswith("Best: trial"))
+    number = int(best_line.split()[2].rstrip(","))
+    by_folder = {t.number: summary(Path(t.user_attrs["run_dir"]))["metrics"]["optimized_metric"] for t in complete}
+    assert by_folder[number] == max(by_folder.values())
+    assert f"val/acc = {by_folder[number]:.4f}" in best_line
+    hidden = json.loads(study.trials[number].params["model.hidden_sizes"])
+    assert f"model.hidden_sizes={hidden}" in best_line and "'[" not in best_line  # the value, not JSON text
+    assert "Reproduce: dlkit train model=mlp data=digits" in result.stdout
+    assert re.search(r"│ \d+\.\d s ", result.stdout) and not re.search(r"\d\.\d{4} +│ +outputs", result.stdout)
     status = run_cli("sweep", "status", "outputs/sweeps/mlp_optuna", cwd=tmp_path)
     assert status.returncode == 0 and status.stdout.count("complete") == 4
-    assert (tmp_path / "outputs/sweeps/mlp_optuna/optimization_history.png").stat().st_size > 10_000
+    folder = tmp_path / "outputs/sweeps/mlp_optuna"
+    assert (folder / "optimization_history.png").stat().st_size > 10_000
+    history = (folder / "optimization_history.html").read_text()
+    assert "plotly.min.js" in history and (folder / "plotly.min.js").stat().st_size > 1_000_000
+    assert all(repr(t.value)[:6] in history for t in complete)  # every trial's value is plotted
+    coordinates = (folder / "parallel_coordinate.html").read_text()
+    assert "optimizer.lr" in coordinates and "model.dropout" in coordinates
     # the same command again: the study is complete, nothing new runs
     again = run_cli("sweep", "hparams_search=mlp_optuna", "hparams_search.n_trials=4",
                     "hparams_search.pruner.name=none", *FAST, cwd=tmp_path)
     assert again.returncode == 0 and len(_study(tmp_path).trials) == 4
+    # continued with more trials (and W&B, offline): new parameters, never a replay of the first trials' draws
+    more = run_cli("sweep", "hparams_search=mlp_optuna", "hparams_search.n_trials=6",
+                   "hparams_search.pruner.name=none", *FAST, "logger=wandb", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert len({_params(t) for t in trials}) == 6
+    for trial in trials[4:]:  # the W&B sync command works from any directory
+        run = summary(Path(trial.user_attrs["run_dir"]))
+        assert run["wandb"]["sync"].startswith(f"wandb sync {folder.resolve()}/trial_{trial.number:03d}/wandb/")
 
 
 def test_sigkill_mid_trial_then_the_same_command_resumes_without_duplicates(tmp_path):
@@ -57,7 +89,11 @@ def test_sigkill_mid_trial_then_the_same_command_resumes_without_duplicates(tmp_
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     interrupted = [t for t in _study(tmp_path).trials if t.state == TrialState.RUNNING]
-    assert len(interrupted) == 1
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["process"].endswith(f":{process.pid}")
+    status = run_cli("sweep", "status", "latest", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "interrupted" in status.stdout and "running" not in status.stdout
+    assert _study(tmp_path).trials[0].state == TrialState.RUNNING  # status only looked
     command[command.index("trainer.max_epochs=200")] = "trainer.max_epochs=2"
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -68,13 +104,17 @@ def test_sigkill_mid_trial_then_the_same_command_resumes_without_duplicates(tmp_
     assert len(complete) == 3 and len(failed) == 1 and failed[0].user_attrs["interrupted"]
     retried = [t for t in complete if t.user_attrs.get("retry_of") == failed[0].number]
     assert len(retried) == 1 and retried[0].params == failed[0].params
-    assert len({t.number for t in complete}) == 3
+    # the trials after the retry drew new parameters (the resumed sampler does not replay trial 0's draws)
+    assert len(trials) == 4 and len({_params(t) for t in complete}) == 3
 
 
-def test_sweep_status_finds_a_sweep_under_another_output_dir(tmp_path):
-    result = run_cli("sweep", "hparams_search=mlp_optuna", "hparams_search.n_trials=2",
+def test_train_multirun_study_reports_and_status_finds_it_under_another_output_dir(tmp_path):
+    result = run_cli("train", "-m", "hparams_search=mlp_optuna", "hparams_search.n_trials=2",
                      "hparams_search.pruner.name=none", "paths.output_dir=elsewhere", *QUICK, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # `train -m hparams_search=...` prints the report `dlkit sweep` prints
+    assert result.stdout.count("complete") == 2 and "Best: trial" in result.stdout
+    assert "Reproduce: dlkit train" in result.stdout and "Plot: " in result.stdout
     folder = tmp_path / "elsewhere/sweeps/mlp_optuna"
     assert (folder / "study.db").is_file() and not (tmp_path / "outputs").exists()
     for how in (["latest"], ["mlp"]):
@@ -90,24 +130,32 @@ def test_sweep_status_finds_a_sweep_under_another_output_dir(tmp_path):
     assert missing.returncode == 2 and "under outputs/sweeps" in missing.stderr and "--output-dir" in missing.stderr
 
 
-def _custom_search(tmp_path, params: str, pruner: str = "none", seed: int = 0) -> None:
+def _custom_search(tmp_path, params: str, pruner: str = "none", seed: int = 0, n_trials: int = 2) -> None:
     folder = tmp_path / "conf" / "hparams_search"
     folder.mkdir(parents=True)
     (folder / "custom.yaml").write_text(
-        "# @package _global_\n# test search\nhparams_search:\n  n_trials: 2\n"
+        f"# @package _global_\n# test search\nhparams_search:\n  n_trials: {n_trials}\n"
         f"  sampler: {{name: grid, seed: {seed}}}\n"
         f"  pruner: {pruner}\n  params:\n{params}")
 
 
-def test_a_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
-    _custom_search(tmp_path, "    optimizer.lr: choice(0.001, -1.0)\n")
+def test_failed_trials_an_error_and_a_nan_loss_are_recorded_and_the_study_goes_on(tmp_path):
+    _custom_search(tmp_path, "    optimizer.lr: choice(0.001, -1.0, 1e30)\n", n_trials=3)
     result = run_cli("sweep", "hparams_search=custom", *FAST, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    states = sorted(t.state.name for t in _study(tmp_path, "custom").trials)
-    assert states == ["COMPLETE", "FAIL"]
-    failed = next(t for t in _study(tmp_path, "custom").trials if t.state == TrialState.FAIL)
-    assert failed.params["optimizer.lr"] == -1.0
-    assert summary(tmp_path / failed.user_attrs["run_dir"])["status"] == "failed"
+    trials = {t.params["optimizer.lr"]: t for t in _study(tmp_path, "custom").trials}
+    assert trials[0.001].state == TrialState.COMPLETE
+    error, nan = trials[-1.0], trials[1e30]
+    assert error.state == TrialState.FAIL and "Invalid learning rate" in error.user_attrs["error"]
+    assert summary(Path(error.user_attrs["run_dir"]))["status"] == "failed"
+    # lr=1e30: the loss is NaN although val/acc is a number; the trial fails, its run says why
+    assert nan.state == TrialState.FAIL and nan.user_attrs["fail_reason"] == "NaN loss"
+    run = summary(Path(nan.user_attrs["run_dir"]))
+    assert run["status"] == "failed" and run["error"].startswith("NaN loss")
+    assert math.isfinite(run["metrics"]["val/acc"])
+    assert "Trial" in result.stdout and "failed: NaN loss" in result.stdout
+    status = run_cli("sweep", "status", "custom", cwd=tmp_path)
+    assert status.stdout.count("NaN loss") == 1 and status.stdout.count("fail ") == 2
 
 
 def test_a_hopeless_trial_is_pruned(tmp_path):
@@ -244,16 +292,18 @@ def test_parallel_trials_run_in_worker_processes_without_clashes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     trials = _study(tmp_path, "custom").trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) >= 6 and len(complete) == len(trials)
+    assert len(complete) == 6 and len(trials) == 6  # exactly n_trials, no overshoot
     processes = {t.user_attrs["process"] for t in complete}
     assert len(processes) == 2, processes  # the main process and one worker both ran trials
     first, second = ([t for t in complete if t.user_attrs["process"] == p] for p in processes)
     assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
                for a in first for b in second)  # at the same time
-    assert len({t.number for t in trials}) == len(trials)
+    # each process has its own sampler seed: no worker replays the main process's draws
+    assert len({_params(t) for t in trials}) == 6
     folders = [t.user_attrs["run_dir"] for t in complete]
-    assert sorted(folders) == sorted(f"outputs/sweeps/custom/trial_{t.number:03d}" for t in complete)
-    assert all(summary(tmp_path / f)["status"] == "finished" for f in folders)
+    root = (tmp_path / "outputs/sweeps/custom").resolve()
+    assert sorted(folders) == sorted(str(root / f"trial_{t.number:03d}") for t in complete)
+    assert all(summary(Path(f))["status"] == "finished" for f in folders)
     assert result.stdout.count("Best: trial") == 1  # only the main process reports
 
 
@@ -269,3 +319,79 @@ def test_every_preset_composes_and_its_space_parses(preset):
     assert space
     for key in space:  # every searched key exists in the config it searches
         assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", key
+
+
+@pytest.mark.parametrize("preset", ["mlp_optuna", "textcnn_optuna", "lstm_optuna", "bert_finetune_optuna"])
+def test_wandb_sweep_yaml_passes_wandbs_own_schema(preset, tmp_path, monkeypatch):
+    """W&B's sweep config schema ships in its `sweeps` package (the `wandb[sweeps]` extra). That package pins
+    numpy<2, so it is not part of dlkit's test dependencies (it would downgrade numpy); where it is importable
+    (e.g. `pip install --no-deps sweeps jsonschema jsonref`), every preset's file is checked against it."""
+    sweeps = pytest.importorskip("sweeps", reason="W&B's schema package `sweeps` (wandb[sweeps]) is not installed")
+    from dlkit.sweeps import wandb_sweep
+
+    monkeypatch.chdir(tmp_path)
+    path, _ = wandb_sweep.write([f"hparams_search={preset}"])
+    config = yaml.safe_load(path.read_text())
+    assert sweeps.schema_violations_from_proposed_config(config) == []
+    sweeps.SweepConfig(config)  # fills defaults and validates each parameter, raising on a bad one
+    broken = {**config, "parameters": {**config["parameters"], "optimizer.lr": {"distribution": "loguniform"}}}
+    assert sweeps.schema_violations_from_proposed_config(broken)  # the check does refuse a bad file
+
+
+def test_each_process_of_a_study_has_its_own_sampler_seed():
+    from dlkit.sweeps.study import sampler_seed
+
+    assert sampler_seed(0, "tpe", 0, 0, shared=False) == 0  # a new study is reproducible
+    assert sampler_seed(None, "tpe", 5, 1, shared=False) is None
+    seeds = {sampler_seed(0, "tpe", before, worker, shared=False) for before in (0, 3, 4) for worker in (0, 1, 2)}
+    assert len(seeds) == 9
+    assert sampler_seed(0, "tpe", 3, 0, shared=False) == sampler_seed(0, "tpe", 3, 0, shared=False)
+    assert sampler_seed(1, "grid", 3, 1, shared=False) == 1  # every process must share the grid's order
+
+
+def test_a_trials_process_is_alive_or_gone():
+    from datetime import datetime, timedelta
+
+    from dlkit.sweeps.report import duration_text
+    from dlkit.sweeps.study import process_alive, this_process
+
+    class Trial:
+        def __init__(self, process: str, started: datetime) -> None:
+            self.user_attrs, self.datetime_start = {"process": process}, started
+
+    now = datetime.now()
+    assert process_alive(Trial(this_process(), now)) is True
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert process_alive(Trial(f"{this_process().rpartition(':')[0]}:{gone.pid}", now)) is False
+    assert process_alive(Trial("another-host:1", now)) is None and process_alive(Trial("", now)) is None
+    # a pid taken again by a process that started after the trial did: the trial's process is gone
+    assert process_alive(Trial(this_process(), now - timedelta(days=365))) is False
+    assert [duration_text(s) for s in (21.6, 185, 7620, None)] == ["21.6 s", "3 min 05 s", "2 h 07 min", None]
+
+
+_CLAIMING = """
+import random, sys, time
+from pathlib import Path
+import optuna
+from dlkit.sweeps import study as studies
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+folder = Path(sys.argv[1])
+study = optuna.load_study(study_name="claims", storage=studies.storage_of(f"sqlite:///{folder / 'study.db'}"))
+while (trial := studies.claim(study, folder, 40)) is not None:
+    trial.suggest_float("x", 0, 1)
+    time.sleep(random.random() * 0.005)  # short trials: many claims right after a finish
+    study.tell(trial, 1.0)
+"""
+
+
+def test_processes_claiming_trials_at_once_take_exactly_n_trials(tmp_path):
+    """Three processes finish and claim trials in quick succession: the study holds exactly n_trials."""
+    import sys
+
+    optuna.create_study(study_name="claims", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    processes = [subprocess.Popen([sys.executable, "-c", _CLAIMING, str(tmp_path)]) for _ in range(3)]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0, 0]
+    trials = optuna.load_study(study_name="claims", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert len(trials) == 40 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["process"] for t in trials}) == 3

@@ -3,20 +3,33 @@
 Each trial is an ordinary dlkit run (dlkit.runner) in `<output_dir>/sweeps/<study>/trial_NNN/`, so it has a
 run folder, checkpoints and a W&B run grouped under the study. The study lives in SQLite in the sweep folder
 (or any database URL in hparams_search.storage), so the same command run again continues it.
+
+How the processes of one sweep share the work:
+- Each process claims a trial (Optuna's `ask`) under a file lock in the sweep folder, and only while the
+  trials finished, running or queued are fewer than `n_trials`: the study ends with exactly `n_trials`.
+- Every claimed trial records the process running it (`host:pid`), so a trial whose process is gone is seen
+  as interrupted (by `sweep status`, and by the next run of the sweep, which queues its parameters again).
+- Each process has its own sampler seed, derived from `sampler.seed`, the number of trials the study held
+  when the process opened it and the worker's number, so no process replays the random draws of another
+  (only the first process of a new study uses `sampler.seed` as it is; the grid sampler keeps it everywhere,
+  since its grid order must be the same in every process).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlkit import run_folder, runner
@@ -27,26 +40,13 @@ from dlkit.sweeps.space import as_override, grid, parse_space, suggest
 WORKER_ENV = "DLKIT_SWEEP_WORKER"
 _MISSING = object()
 SWEEP_FILE = "sweep.json"
-
-
-class PruneOnPlateau(pl.Callback):
-    """Report the optimized metric to the trial after every validation; stop the run when Optuna prunes it."""
-
-    def __init__(self, trial: Any, metric: str) -> None:
-        self.trial, self.metric, self.pruned = trial, metric, False
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.metric)
-        if trainer.sanity_checking or value is None:
-            return
-        self.trial.report(float(value), step=trainer.current_epoch)
-        if self.trial.should_prune():
-            self.pruned = True
-            trainer.should_stop = True
+LOCK_FILE = ".claim.lock"
+GO = "go"
 
 
 def sweep_dir_of(cfg: DictConfig, name: str) -> Path:
-    return Path(cfg.paths.output_dir) / "sweeps" / name
+    """The sweep folder, as an absolute path (trial folders and W&B sync commands then work from anywhere)."""
+    return (Path(cfg.paths.output_dir) / "sweeps" / name).resolve()
 
 
 def is_worker() -> bool:
@@ -54,10 +54,22 @@ def is_worker() -> bool:
     return bool(os.environ.get(WORKER_ENV))
 
 
+def worker_number() -> int:
+    """0 in the main process, 1.. in the workers it starts."""
+    try:
+        return int(os.environ.get(WORKER_ENV) or 0)
+    except ValueError:
+        return 0
+
+
 def worker_command(overrides: list[str], config_dir: str | None) -> list[str]:
     """The command of a worker process: the same `dlkit sweep`, through `python -m dlkit`."""
     options = ["--config-dir", str(config_dir)] if config_dir else []
     return [sys.executable, "-m", "dlkit", "sweep", *options, "--", *overrides]
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def storage_of(url: str) -> Any:
@@ -122,11 +134,31 @@ def _named(node: Any, default: str) -> dict[str, Any]:
     return dict(node)
 
 
-def _sampler(search: DictConfig, space: dict[str, Any]):
+def sampler_seed(seed: int | None, kind: str, trials_before: int, worker: int, shared: bool) -> int | None:
+    """The sampler seed of one process.
+
+    Samplers draw from their own random generator, rebuilt in every process: with one seed everywhere, a
+    study continued later (or a parallel worker) would draw trial 0's parameters again. The first process of
+    a new study keeps `seed` (a fresh sweep is reproducible); any other gets a seed derived from `seed`, the
+    trials the study already holds and the worker number, which differ from one process to the next. With a
+    storage named by the user (possibly shared by several machines starting at once) the host and process id
+    are mixed in too. The grid sampler keeps `seed` everywhere: it is the order of the grid, which every
+    process must share for trials to take distinct grid points.
+    """
+    if seed is None or kind == "grid" or (trials_before == 0 and worker == 0 and not shared):
+        return seed
+    parts = [seed, trials_before, worker, *([socket.gethostname(), os.getpid()] if shared else [])]
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _sampler(search: DictConfig, space: dict[str, Any], trials_before: int = 0, worker: int = 0,
+             shared: bool = False):
     import optuna
 
     spec = _named(search.get("sampler"), "tpe")
     kind, seed = spec.pop("name", "tpe"), spec.pop("seed", None)
+    seed = sampler_seed(seed, kind, trials_before, worker, shared)
     samplers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **spec),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -153,8 +185,8 @@ def _pruner(search: DictConfig):
     return pruners[kind]()
 
 
-def open_study(cfg: DictConfig, name: str, sweep_dir: Path):
-    """Create or load the study (same name and storage: the same study)."""
+def open_study(cfg: DictConfig, name: str, sweep_dir: Path, worker: int = 0):
+    """Create or load the study (same name and storage: the same study), with this process's sampler."""
     import optuna
 
     search = cfg.hparams_search
@@ -162,103 +194,285 @@ def open_study(cfg: DictConfig, name: str, sweep_dir: Path):
     direction = search.get("direction") or ("minimize" if metric_mode(cfg.optimized_metric) == "min" else "maximize")
     storage = search.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=storage_of(storage), sampler=_sampler(search, space),
-                                pruner=_pruner(search), direction=direction, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage_of(storage), pruner=_pruner(search),
+                                direction=direction, load_if_exists=True)
+    study.sampler = _sampler(search, space, len(study.get_trials(deepcopy=False)), worker,
+                             shared=bool(search.get("storage")))
     return study, space, storage
 
 
+@contextlib.contextmanager
+def claim_lock(sweep_dir: Path) -> Iterator[None]:
+    """Serialise claiming trials between the processes of this machine (a lock file in the sweep folder)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; processes may then overshoot n_trials by one now and then
+        yield
+        return
+    with open(sweep_dir / LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def process_alive(trial: Any) -> bool | None:
+    """Whether the process that runs a trial (its `process` attribute, host:pid) still lives.
+
+    None when that cannot be told: another host, or no process recorded. A pid in use by a process that
+    started after the trial did is another process (the pid was reused): the trial's is gone.
+    """
+    host, _, pid = str(trial.user_attrs.get("process", "")).rpartition(":")
+    if not host or not pid.isdigit():
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return None
+    started = _process_start(int(pid))
+    reused = started is not None and trial.datetime_start is not None and started > trial.datetime_start.timestamp() + 5
+    return not reused
+
+
+def _process_start(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), from /proc on Linux; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
+        return None
+
+
+def _requeue(study, trial_id: int, number: int, params: dict[str, Any]) -> None:
+    """Mark a trial failed (interrupted) and queue its very parameters again (a retry). A trial stopped before
+    it had parameters is not retried: it did not count, so a new trial takes its place anyway."""
+    from optuna.trial import TrialState
+
+    study._storage.set_trial_user_attr(trial_id, "interrupted", True)
+    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    if params:
+        study.enqueue_trial(params, user_attrs={"retry_of": number}, skip_if_exists=False)
+
+
 def recover_interrupted(study) -> int:
-    """Trials left RUNNING by a killed process: mark them failed (interrupted) and queue their parameters again."""
+    """Trials left RUNNING by a process that is gone: mark them failed (interrupted) and queue their
+    parameters again. A trial whose process still runs on this machine is left alone."""
     from optuna.trial import TrialState
 
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        if process_alive(trial):
+            continue
+        _requeue(study, trial._trial_id, trial.number, trial.params)
         recovered += 1
     return recovered
 
 
-def counted(study) -> int:
-    """Trials that count towards n_trials: complete, pruned, or failed by themselves (not interrupted)."""
+def _counts(trial: Any, with_unfinished: bool) -> bool:
     from optuna.trial import TrialState
 
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
-               for t in study.get_trials(deepcopy=False))
+    if trial.state == TrialState.FAIL:
+        return not trial.user_attrs.get("interrupted")
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    return trial.state in (*finished, TrialState.RUNNING, TrialState.WAITING) if with_unfinished \
+        else trial.state in finished
+
+
+def counted(study) -> int:
+    """Trials that count towards n_trials: complete, pruned, or failed by themselves (not interrupted)."""
+    return sum(_counts(t, with_unfinished=False) for t in study.get_trials(deepcopy=False))
+
+
+def planned(study) -> int:
+    """Trials counted, running, or queued: once these reach n_trials, no process claims another.
+
+    One read of the study: counting finished and running trials in two reads would miss a trial that
+    another process finishes in between, and claim one trial too many.
+    """
+    return sum(_counts(t, with_unfinished=True) for t in study.get_trials(deepcopy=False))
+
+
+class TrialFailed(Exception):
+    """A trial that must not count as complete: its run failed, or ran with a NaN loss, or gave no metric."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"{reason} ({detail})" if detail else reason)
 
 
 def run(overrides: list[str], config_dir: str | None = None) -> Path:
-    """Run (or continue) the study of `hparams_search=NAME` with the other overrides as its base command."""
-    import optuna
+    """Run (or continue) the study of `hparams_search=NAME` with the other overrides as its base command.
 
-    cfg, _, name = settings(overrides, config_dir)
-    search = cfg.hparams_search
-    sweep_dir = sweep_dir_of(cfg, name)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    study, space, storage = open_study(cfg, name, sweep_dir)
-    worker = is_worker()
-    if not worker:
-        recovered = recover_interrupted(study) if search.get("recover_interrupted", True) else 0
+    The main process starts its workers (n_jobs > 1) before anything slow, so that they import PyTorch and
+    Lightning while it prepares the study; they claim trials once it tells them the study is ready (after
+    interrupted trials were queued again).
+    """
+    from dlkit.config import compose_with_choices
+
+    if is_worker():
+        return _work(overrides, config_dir)
+    n_jobs = int(OmegaConf.select(compose_with_choices(overrides, config_dir)[0], "hparams_search.n_jobs",
+                                  default=1) or 1)
+    command = worker_command(overrides, config_dir)
+    workers = [subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(number)}, stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, text=True)
+               for number in range(1, n_jobs)]
+    told = False
+    try:
+        cfg, _, name = settings(overrides, config_dir)
+        search = cfg.hparams_search
+        sweep_dir = sweep_dir_of(cfg, name)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        study, space, storage = open_study(cfg, name, sweep_dir)
+        with claim_lock(sweep_dir):
+            recovered = recover_interrupted(study) if search.get("recover_interrupted", True) else 0
         if recovered:
             runner.console.print(f"Continuing study {name}: {recovered} interrupted trial(s) queued again.")
         run_folder.write_json(sweep_dir / SWEEP_FILE, {
             "study": name, "storage": storage, "overrides": overrides, "metric": cfg.optimized_metric,
             "direction": study.direction.name.lower()})
-    n_trials = int(search.n_trials)
-    reproduce = ["dlkit", "train", *train_overrides(overrides, config_dir)]
+        if planned(study) < int(search.n_trials):
+            for process in workers:
+                _tell_worker(process, GO)
+            told = True
+            _optimize(study, space, cfg, overrides, config_dir, sweep_dir)
+    finally:
+        for number, process in enumerate(workers, start=1):
+            if not told:  # nothing to do, or the main process failed before the study was ready: no trial started
+                process.terminate()
+            _tell_worker(process, None)
+            if process.wait() != 0 and told:
+                runner.console.print(f"[yellow]Sweep worker {number} exited with code {process.returncode}.[/]")
+    return sweep_dir
 
-    def objective(trial: optuna.Trial) -> float:
+
+def _tell_worker(process: subprocess.Popen, word: str | None) -> None:
+    """Send a word to a worker (None: close its input, which makes a worker still waiting leave)."""
+    with contextlib.suppress(OSError, ValueError):
+        if word is None:
+            process.stdin.close()
+        else:
+            process.stdin.write(word + "\n")
+            process.stdin.flush()
+
+
+def _work(overrides: list[str], config_dir: str | None) -> Path | None:
+    """A worker process: import the training stack and compose the config while the main process prepares the
+    study, then claim trials once it says the study is ready."""
+    import optuna  # noqa: F401 - the slow imports, done while the main process prepares
+
+    import dlkit.sweeps.callbacks  # noqa: F401
+    import dlkit.training  # noqa: F401
+
+    try:
+        cfg, _, name = settings(overrides, config_dir)
+        reproduce = ["dlkit", "train", *train_overrides(overrides, config_dir)]
+    except Exception as err:  # noqa: BLE001 - the main process reports a bad config; raised only if it goes on
+        prepared: Exception | None = err
+    else:
+        prepared = None
+    if sys.stdin.readline().strip() != GO:
+        return None  # nothing left to do, or the main process stopped
+    if prepared is not None:
+        raise prepared
+    sweep_dir = sweep_dir_of(cfg, name)
+    study, space, _ = open_study(cfg, name, sweep_dir, worker=worker_number())
+    _optimize(study, space, cfg, overrides, config_dir, sweep_dir, reproduce)
+    return sweep_dir
+
+
+def _optimize(study, space: dict[str, Any], cfg: DictConfig, overrides: list[str], config_dir: str | None,
+              sweep_dir: Path, reproduce: list[str] | None = None) -> None:
+    """Claim and run trials until the study holds n_trials (or the timeout passes)."""
+    search = cfg.hparams_search
+    n_trials, timeout = int(search.n_trials), search.get("timeout")
+    reproduce = reproduce or ["dlkit", "train", *train_overrides(overrides, config_dir)]
+    started = time.monotonic()
+    while timeout is None or time.monotonic() - started < float(timeout):
+        trial = claim(study, sweep_dir, n_trials)
+        if trial is None or not _run_trial(study, trial, space, cfg, overrides, config_dir, sweep_dir, reproduce):
+            return
+
+
+def claim(study, sweep_dir: Path, n_trials: int):
+    """A new trial for this process (a queued retry first), or None once the study has n_trials planned.
+
+    Under the sweep folder's lock, so that two processes of this machine never both take the last place.
+    """
+    with claim_lock(sweep_dir):
+        if planned(study) >= n_trials:
+            return None
+        trial = study.ask()
+        trial.set_user_attr("process", this_process())
+        return trial
+
+
+def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: list[str],
+               config_dir: str | None, sweep_dir: Path, reproduce: list[str]) -> bool:
+    """Run one claimed trial and tell the study how it ended; False when the sweep should stop here."""
+    from optuna.trial import TrialState
+
+    from dlkit.sweeps.callbacks import PruneOnPlateau, StopOnNonFiniteLoss, non_finite_loss
+
+    state, value = TrialState.FAIL, None
+    try:
         params = suggest(trial, space)
+        trial.set_user_attr("command", " ".join([*reproduce, *(as_override(k, v) for k, v in params.items())]))
         job = runner.prepare([*overrides, *(as_override(k, v) for k, v in params.items())], config_dir)
         with open_dict(job.cfg):
             job.cfg.paths.multirun_dir = str(sweep_dir)  # the W&B group of every trial
         trial_dir = sweep_dir / f"trial_{trial.number:03d}"
         trial_dir.mkdir(parents=True, exist_ok=False)
         trial.set_user_attr("run_dir", str(trial_dir))
-        trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("command", " ".join([*reproduce, *(as_override(k, v) for k, v in params.items())]))
-        pruning = PruneOnPlateau(trial, cfg.optimized_metric)
-        runner.run_job(job, trial_dir, callbacks=[pruning])
+        pruning, losses = PruneOnPlateau(trial, cfg.optimized_metric), StopOnNonFiniteLoss()
+        try:
+            runner.run_job(job, trial_dir, callbacks=[pruning, losses])
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:
+            raise TrialFailed(job.error or f"{type(err).__name__}: {err}") from err
+        bad_loss = losses.found or non_finite_loss(job.metrics)
+        if bad_loss:
+            run_folder.record_end(trial_dir, "failed", job.metrics, error=f"NaN loss: {bad_loss}")
+            raise TrialFailed("NaN loss", bad_loss)
         if pruning.pruned:
-            raise optuna.TrialPruned()
-        value = job.metrics.get("optimized_metric")
-        if value is None or math.isnan(value):
-            raise ValueError(f"the run gave no finite {cfg.optimized_metric}")
-        return value
-
-    def enough(study: optuna.Study, _trial: Any) -> None:
-        if counted(study) >= n_trials:
-            study.stop()
-
-    workers = []
-    if not worker and int(search.get("n_jobs", 1)) > 1 and counted(study) < n_trials:
-        command = worker_command(overrides, config_dir)
-        workers = [subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(number)}, stdout=subprocess.DEVNULL)
-                   for number in range(1, int(search.n_jobs))]
+            state = TrialState.PRUNED
+        else:
+            value = job.metrics.get("optimized_metric")
+            if value is None or not math.isfinite(value):
+                raise TrialFailed(f"no finite {cfg.optimized_metric}")
+            state = TrialState.COMPLETE
+    except (KeyboardInterrupt, SystemExit):
+        _requeue(study, trial._trial_id, trial.number, trial.params)
+        raise
+    except TrialFailed as err:
+        _failed(trial, err.reason, str(err))
+    except Exception as err:  # noqa: BLE001 - a broken trial fails alone; the study goes on
+        _failed(trial, f"{type(err).__name__}: {err}", f"{type(err).__name__}: {err}")
     try:
-        if counted(study) < n_trials:
-            study.optimize(objective, callbacks=[enough], timeout=search.get("timeout"), catch=(Exception,))
-    finally:
-        for number, process in enumerate(workers, start=1):
-            if process.wait() != 0:
-                runner.console.print(f"[yellow]Sweep worker {number} exited with code {process.returncode}.[/]")
-    return sweep_dir
+        study.tell(trial, value, state=state)
+    except RuntimeError as err:  # the grid sampler asks the study to stop: every grid point was taken
+        if "Study.stop" not in str(err):
+            raise
+        return False
+    return True
 
 
-def trials_table(study) -> tuple[list[str], list[list[Any]]]:
-    """State, parameters, value and duration of every trial."""
-    params = sorted({k for t in study.trials for k in t.params})
-    header = ["trial", "state", *params, "value", "duration (s)", "run"]
-    rows = []
-    for t in study.trials:
-        ended = t.datetime_complete and t.datetime_start
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if ended else None
-        state = t.state.name.lower() + (" (interrupted)" if t.user_attrs.get("interrupted") else "")
-        rows.append([t.number, state, *(t.params.get(p) for p in params), t.value,
-                     None if seconds is None else round(seconds, 1), t.user_attrs.get("run_dir", "")])
-    return header, rows
+def _failed(trial: Any, reason: str, message: str) -> None:
+    """Record why a trial failed: `fail_reason` (short: "NaN loss", or the error) and `error` (one line)."""
+    line = (message.strip().splitlines() or [reason])[0][:300]
+    trial.set_user_attr("fail_reason", (reason.strip().splitlines() or ["error"])[0][:120])
+    trial.set_user_attr("error", line)
+    runner.console.print(f"[red]Trial {trial.number} failed:[/] {line}")
 
 
 def load(sweep: str | Path, output_dir: str | Path = "outputs"):
@@ -283,35 +497,35 @@ def load(sweep: str | Path, output_dir: str | Path = "outputs"):
 
 
 def plots(study, sweep_dir: Path) -> list[Path]:
-    """Optimization history and parallel coordinates as PNG (and HTML when plotly is installed)."""
+    """Optimization history and parallel coordinates, as PNG (matplotlib) and as interactive HTML (plotly;
+    the HTML files share one plotly.min.js written beside them, so they open without a network)."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
-    import warnings
-
+    from optuna import visualization
     from optuna.visualization import matplotlib as views
 
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, view in (("optimization_history", views.plot_optimization_history),
-                           ("parallel_coordinate", views.plot_parallel_coordinate)):
+        for name in ("optimization_history", "parallel_coordinate"):
             try:
-                axis = view(study)
+                axis = getattr(views, f"plot_{name}")(study)
             except (ValueError, RuntimeError):
                 continue
             figure = axis.figure if hasattr(axis, "figure") else axis.flat[0].figure
             figure.set_size_inches(9, 5)
             figure.tight_layout()
             figure.savefig(sweep_dir / f"{name}.png", dpi=110)
-            written.append(sweep_dir / f"{name}.png")
-            try:
-                from optuna import visualization
+            import matplotlib.pyplot as plt
 
-                getattr(visualization, f"plot_{name}")(study).write_html(str(sweep_dir / f"{name}.html"))
-                written.append(sweep_dir / f"{name}.html")
-            except ImportError:
-                pass
+            plt.close(figure)
+            written.append(sweep_dir / f"{name}.png")
+            getattr(visualization, f"plot_{name}")(study).write_html(
+                str(sweep_dir / f"{name}.html"), include_plotlyjs="directory")
+            written.append(sweep_dir / f"{name}.html")
     return written
 
 
