@@ -1,14 +1,15 @@
 """Masked-LM + next-sentence pre-training data (BERT) from a raw corpus, or a synthetic corpus made in code.
 
-Corpus format: one sentence per line, a blank line between documents. Each example is a sentence pair
-[CLS] A [SEP] B [SEP]: half the time B follows A in its document (NSP label 0), half the time B is a sentence
-from another document (label 1). Masking is dynamic: every batch chooses 15% of the tokens anew, of which 80%
-become [MASK], 10% a random token and 10% stay unchanged.
+Corpus format: one sentence per line, a blank line between documents (a document written on one line is cut
+into sentences). Each example is a sentence pair [CLS] A [SEP] B [SEP]: half the time B follows A in its document
+(NSP label 0), half the time B is a sentence from another document (label 1). Masking is dynamic: every batch
+chooses 15% of the tokens anew, of which 80% become [MASK], 10% a random token and 10% stay unchanged.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +58,44 @@ class MaskingCollator:
                 "nsp_labels": torch.tensor([i[2] for i in items], dtype=torch.long)}
 
 
+# after ., ! or ? (and a closing quote or bracket) and before a space; abbreviations ("Mr. Smith") cut too
+SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a line: a plain rule, cutting after sentence-ending punctuation followed by a space."""
+    return [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
+
+
 def read_corpus(path: Path) -> list[Document]:
-    """Documents (lists of sentences) from a file: one sentence per line, blank lines between documents."""
+    """Documents (lists of sentences) from a file: one sentence per line, blank lines between documents.
+
+    A document written on one line (one document per line, blank lines between) is cut into its sentences.
+    """
     if not path.is_file():
         raise UsageError(f"corpus file {path} does not exist: set data.corpus_file.")
     documents, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
         if line.strip():
             current.append(line.strip())
         elif current:
-            documents.append(current)
+            documents.append(split_sentences(current[0]) if len(current) == 1 else current)
             current = []
-    if current:
-        documents.append(current)
+    if len(documents) < 2:
+        raise UsageError(f"corpus file {path} holds {len(documents)} document(s): next-sentence pairs need at least "
+                         "two (one sentence per line, a blank line between documents).")
+    if all(len(d) < 2 for d in documents):
+        raise UsageError(f"corpus file {path} gives no next-sentence pairs: none of its {len(documents)} documents "
+                         "has two sentences. Write one sentence per line, a blank line between documents, and "
+                         "documents of two or more sentences.")
     return documents
 
 
 def sentence_pairs(documents: list[Document], seed: int) -> list[tuple[str, str, int]]:
-    """(A, B, label) for every sentence with a successor: label 0 when B is the next sentence, 1 when random."""
+    """(A, B, label) for every sentence with a successor: label 0 when B is the next sentence, 1 when random.
+
+    The random B comes from another document drawn by offset (one draw, whatever the number of documents).
+    """
     if len(documents) < 2:
         raise DlkitError("next-sentence pairs need at least two documents (separate them with a blank line)")
     rng = random.Random(seed)
@@ -84,7 +105,7 @@ def sentence_pairs(documents: list[Document], seed: int) -> list[tuple[str, str,
             if rng.random() < 0.5:
                 pairs.append((document[position], document[position + 1], 0))
             else:
-                other = rng.choice([d for i, d in enumerate(documents) if i != index] or documents)
+                other = documents[(index + rng.randrange(1, len(documents))) % len(documents)]
                 pairs.append((document[position], rng.choice(other), 1))
     return pairs
 
@@ -140,10 +161,13 @@ class CorpusDataModule(DataModule):
         splits = complete_splits({"train": documents}, *self.fractions, self.seed, type(self).__name__)
         settings = dict(self.settings)
         path = settings.pop("path")
-        key = fingerprint(self.corpus_file or ["synthetic", self.synthetic, self.seed], settings)
+        source = self.corpus_file or ["synthetic", self.synthetic, self.seed]
+        # a given tokenizer is part of the key: runs from two checkpoints must not share (and overwrite) one file
+        key = fingerprint(source, settings, *([str(Path(path).expanduser().resolve())] if path else []))
         self.tokenizer_file = str(Path(self.cache_dir).expanduser() / "tokenizers" / f"{key}.json")
         if path:
             self.tokenizer = load_tokenizer(path, settings["lowercase"])
+            Path(self.tokenizer_file).parent.mkdir(parents=True, exist_ok=True)
             self.tokenizer.save(self.tokenizer_file)
         else:
             sentences = [s for d in splits["train"] for s in d]
@@ -154,6 +178,10 @@ class CorpusDataModule(DataModule):
                                           {i for i in ids.values() if i is not None}, self.mask_probability)
         self.train_set, self.val_set, self.test_set = (self._pairs(splits[n], offset)
                                                        for offset, n in enumerate(("train", "val", "test")))
+        if len(self.train_set) == 0:
+            source = self.corpus_file or "the synthetic corpus"
+            raise UsageError(f"the training split of {source} gives no next-sentence pairs: its documents need two "
+                             "or more sentences (one per line).")
         self._spec = DataSpec(kind=self.kind, vocab_size=self.tokenizer.get_vocab_size(), pad_id=self.pad_id,
                               mask_id=self.mask_id, max_length=self.max_length, tokenizer_path=self.tokenizer_file)
 
