@@ -220,21 +220,25 @@ def eval_run(
     from dlkit.tracking import tables
 
     loaded = inference.load(ref, list(overrides or []), output_dir)
-    metrics = inference.evaluate(loaded)
+    metrics, tracked = inference.evaluate(loaded, list(overrides or []))
     typer.echo(f"Checkpoint: {loaded.checkpoint}")
     tables.render(["metric", "value"], [[k, v] for k, v in sorted(metrics.items())])
-    folder = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint.resolve().parent
+    folder = inference.output_folder(loaded)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     target, number = folder / f"eval-{stamp}.json", 1
     while target.exists():  # two evals within one second keep both results
         target, number = folder / f"eval-{stamp}-{number}.json", number + 1
+    record = {"checkpoint": str(loaded.checkpoint.resolve()), "overrides": list(overrides or []), "metrics": metrics}
     try:
-        run_folder.write_json(target, {"checkpoint": str(loaded.checkpoint.resolve()),
-                                       "overrides": list(overrides or []), "metrics": metrics})
+        run_folder.write_json(target, {**record, "wandb": tracked} if tracked else record)
     except OSError as err:
         raise DlkitError(f"could not save the metrics to {target} ({err.strerror}); "
                          "make the folder writable or copy the checkpoint elsewhere.") from err
     typer.echo(f"Saved: {target}")
+    if tracked and tracked.get("url"):
+        typer.echo(f"W&B eval run: {tracked['url']}")
+    elif tracked:
+        typer.echo(f"W&B ran offline ({tracked['offline_reason']}). Upload the eval run with: {tracked['sync']}")
 
 
 @app.command()

@@ -152,7 +152,10 @@ def _defaults(entries: list[Any]) -> list[tuple[str, str]]:
     """(group, option) pairs of a defaults list; `override /data@_global_.data: x` gives ('data', 'x')."""
     pairs = []
     for entry in entries:
-        if isinstance(entry, dict):
+        if isinstance(entry, str) and entry.startswith("/") and entry.count("/") >= 2:  # `/recipe/bert_finetune`
+            group, _, option = entry.lstrip("/").rpartition("/")
+            pairs.append((group, option))
+        elif isinstance(entry, dict):
             for key, value in entry.items():
                 group = str(key).removeprefix("override ").strip().lstrip("/").split("@")[0]
                 pairs.append((group, show(value)))
@@ -232,9 +235,12 @@ def render(conf_dir: Path = CONF_DIR) -> str:
                       "| group | default |", "|---|---|"]
             lines += [f"| `{group}` | `{value}` |" for group, value in option.defaults] + [""]
         lines += _key_table(option.keys)
+    in_train = {group for option in primary for group, _ in option.defaults}
     for group, options in groups.items():
+        # a group the train config does not list is added with `+group=NAME` (or picked by other configs)
+        choose = f"`{group}=NAME`" if group in in_train or not in_train else f"`+{group}=NAME`"
         lines += [f"## `{group}` {{#{_anchor('group', group)}}}", "",
-                  f"Choose with `{group}=NAME`: " + ", ".join(f"`{o.name}`" for o in options) + ".", ""]
+                  f"Choose with {choose}: " + ", ".join(f"`{o.name}`" for o in options) + ".", ""]
         for option in options:
             lines += [f"### `{group}={option.name}` {{#{_anchor(group, option.name)}}}", "", _md(option.description)]
             note = _package_note(option)

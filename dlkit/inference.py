@@ -167,21 +167,39 @@ def load(ref: str, overrides: list[str] | None = None, output_dir: str = "output
     return Loaded(cfg, run_dir, path, datamodule, task)
 
 
-def evaluate(loaded: Loaded) -> dict[str, float]:
-    """Run the test loop on one device and return the test metrics.
+def output_folder(loaded: Loaded) -> Path:
+    """Where eval results go: the run folder, or the folder of a lone checkpoint."""
+    return loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint.resolve().parent
+
+
+def evaluate(loaded: Loaded, overrides: list[str] | None = None) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Run the test loop on one device: (test metrics, the eval's W&B run as id/mode/url or sync command).
 
     The run's own trainer.limit_test_batches applies (eval tests what the training run tested); an override such
-    as trainer.limit_test_batches=null tests everything.
+    as trainer.limit_test_batches=null tests everything. A run that logged to W&B gets a W&B run of its own with
+    job_type eval (see make_eval_logger); logger.mode=disabled leaves it out.
     """
     import pytorch_lightning as pl
 
+    from dlkit.tracking.loggers import finish_loggers
+    from dlkit.tracking.wandb_logger import describe, make_eval_logger
+
+    folder = output_folder(loaded)
+    logger = make_eval_logger(loaded.cfg, folder, loaded.checkpoint, list(overrides or []))
     settings = loaded.cfg.trainer
-    trainer = pl.Trainer(accelerator=settings.get("accelerator", "auto"), devices=1, logger=False,
+    trainer = pl.Trainer(accelerator=settings.get("accelerator", "auto"), devices=1, logger=logger or False,
                          enable_checkpointing=False, enable_model_summary=False,
                          precision=settings.get("precision", "32-true"),
                          limit_test_batches=settings.get("limit_test_batches"))
-    results = trainer.test(loaded.task, datamodule=loaded.datamodule, verbose=False)
-    return {k: float(v) for result in results for k, v in result.items()}
+    failed = True
+    try:
+        results = trainer.test(loaded.task, datamodule=loaded.datamodule, verbose=False)
+        failed = False
+    finally:
+        if logger is not None:
+            finish_loggers([logger], str(folder), failed=failed)
+    metrics = {k: float(v) for result in results for k, v in result.items()}
+    return metrics, (describe(logger, folder) if logger is not None else None)
 
 
 def predict(loaded: Loaded, inputs: list[str], batch_size: int = 64, **options: Any) -> list[dict[str, Any]]:

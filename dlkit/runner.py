@@ -87,7 +87,7 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
         return []
     jobs = [prepare(job_overrides, config_dir) for job_overrides in expand_sweep(overrides)]
     root = run_folder.new_folder(jobs[0].cfg.paths.output_dir, multirun=True)
-    console.print(f"[bold]Multirun[/] of {len(jobs)} jobs in {root}")
+    console.print(f"[bold]Multirun[/] of {len(jobs)} jobs in {escape(str(root))}")
     if jobs[0].cfg.launcher.name != "local":
         return _launch_elsewhere(jobs, root, config_dir)
     for number, job in enumerate(jobs):
@@ -103,7 +103,7 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
             if fail_fast:
                 _write_multirun(root, jobs)
                 raise
-            console.print(f"[red]job {number} failed:[/] {job.error or err}")
+            console.print(f"[red]job {number} failed:[/] {escape(str(job.error or err))}")
     _write_multirun(root, jobs)
     print_jobs(jobs, root)
     return jobs

@@ -102,11 +102,15 @@ def train(cfg: DictConfig, ckpt_path: str | None = None,
     datamodule = build_datamodule(cfg)
     task = build_task(cfg, datamodule)
     trainer = build_trainer(cfg, callbacks)
+    failed = True  # until fit and test return: an exception anywhere (in Lightning or not) fails the W&B run
     try:
-        return _fit_and_test(cfg, datamodule, task, trainer, ckpt_path)
+        metrics = _fit_and_test(cfg, datamodule, task, trainer, ckpt_path)
+        failed = False
+        return metrics
     finally:
         if trainer.is_global_zero:
-            finish_loggers(trainer.loggers, cfg.paths.run_dir)
+            # None: Lightning's own record (a failure it caught and did not raise still counts)
+            finish_loggers(trainer.loggers, cfg.paths.run_dir, failed=True if failed else None)
 
 
 def _fit_and_test(cfg: DictConfig, datamodule: DataModule, task: Task, trainer: pl.Trainer,

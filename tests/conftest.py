@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # test processes run side by side, one per core: one compute thread each (and in the trainings they start),
+    # or their threads fight over the cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Small, quick trainings through the real code path (checkpoints written, test run).
 QUICK = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2", "callbacks=minimal", "logger=csv"]

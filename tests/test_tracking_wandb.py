@@ -73,6 +73,24 @@ def test_offline_run_logs_flat_config_and_final_metrics(tmp_path):
     saved = next((run / "wandb").glob("offline-run-*/files/dlkit_config.yaml"))
     assert saved.read_text() == (run / "config.yaml").read_text()
 
+    # eval of this run is a W&B run of its own, job_type eval, tied to the training run by name and config
+    evaluated = run_cli("eval", str(run), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "Upload the eval run with: wandb sync" in evaluated.stdout.replace("\n", "")
+    [record] = [json.loads(p.read_text()) for p in run.glob("eval-*.json")]
+    segment = Path(record["wandb"]["dir"])
+    assert segment.parent == run / "wandb" and record["wandb"]["id"] != logged["run_id"]
+    eval_logged = inspect_run_dir(segment)
+    assert eval_logged["state"] == "finished" and eval_logged["exit_code"] == 0
+    assert eval_logged["name"] == f"{logged['name']}-eval"
+    assert eval_logged["config"]["eval.train_wandb_id"] == logged["run_id"]
+    assert eval_logged["summary"]["test/acc"] == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
+    assert abs(record["metrics"]["test/acc"] - info["metrics"]["test/acc"]) < 1e-6
+    lines = subprocess.run([wandb_bin(), "leet", "inspect", "--json", str(segment)], capture_output=True,
+                           text=True, timeout=120).stdout.splitlines()
+    assert next(json.loads(line)["run"] for line in lines if '"type":"run"' in line)["job_type"] == "eval"
+    assert summary(run)["wandb"]["id"] == logged["run_id"]  # the training run's record is untouched
+
 
 @slow
 def test_multirun_jobs_are_separate_wandb_runs_in_one_group(tmp_path):

@@ -3,7 +3,7 @@
 The metrics are fed predicted labels in chunks of batches and logged once per epoch: per step they cost one
 argmax and a list append, instead of a torchmetrics update plus two `self.log` calls of Metric objects (the
 largest per-step cost of training small models, issue 9). The values are the same: the metric states are
-integer counts, whatever the chunking.
+integer counts, whatever the chunking. The loss is summed the same way (Task.log_mean).
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ class ClassificationTask(Task):
         self._seen[stage] = True
         if len(self._pending[stage]) >= CHUNK:
             self._update_metrics(stage)
-        self.log(f"{stage}/loss", loss.detach(), on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=labels.shape[0], sync_dist=True)
+        self.log_mean(stage, "loss", loss, labels.shape[0], prog_bar=True, step=stage == "train")
         return loss
 
     def _update_metrics(self, stage: str) -> None:
@@ -69,8 +68,9 @@ class ClassificationTask(Task):
             self.metrics[f"{stage}_"].update(torch.cat(predictions), torch.cat(labels))
             pending.clear()
 
-    def _log_metrics(self, stage: str) -> None:
-        """Log the epoch's accuracy and F1 (computed across processes by torchmetrics) and reset them."""
+    def end_epoch(self, stage: str) -> None:
+        """Log the epoch's loss, accuracy and F1 (computed across processes by torchmetrics); reset them."""
+        super().end_epoch(stage)
         if not self._seen[stage]:
             return
         self._update_metrics(stage)
@@ -79,15 +79,6 @@ class ClassificationTask(Task):
         self.log_dict(metrics.compute(), prog_bar=stage != "train", sync_dist=True, reduce_fx="max")
         metrics.reset()
         self._seen[stage] = False
-
-    def on_train_epoch_end(self) -> None:
-        self._log_metrics("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
 
     def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

@@ -33,12 +33,10 @@ class PretrainingTask(Task):
         mlm_acc = (mlm_logits.argmax(-1)[chosen] == labels[chosen]).float().mean() if chosen.any() else torch.zeros(())
         nsp_acc = (nsp_logits.argmax(-1) == batch["nsp_labels"]).float().mean()
         size = labels.shape[0]
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss.detach(), on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size,
-                 sync_dist=True)
+        self.log_mean(stage, "loss", loss, size, prog_bar=True, step=stage == "train")
         for name, value in (("mlm_loss", mlm_loss), ("nsp_loss", nsp_loss), ("mlm_acc", mlm_acc),
                             ("nsp_acc", nsp_acc)):
-            self.log(f"{stage}/{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+            self.log_mean(stage, name, value, size)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

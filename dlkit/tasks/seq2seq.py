@@ -54,9 +54,8 @@ class Seq2SeqTask(Task):
         real = targets != self.spec.pad_id
         accuracy = ((logits.argmax(-1) == targets) & real).sum() / real.sum().clamp(min=1)
         size = batch["src_ids"].shape[0]
-        self.log(f"{stage}/loss", loss.detach(), on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=size, sync_dist=True)
-        self.log(f"{stage}/token_acc", accuracy, on_epoch=True, on_step=False, batch_size=size, sync_dist=True)
+        self.log_mean(stage, "loss", loss, size, prog_bar=True, step=stage == "train")
+        self.log_mean(stage, "token_acc", accuracy, size)
         return loss, accuracy
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -95,12 +94,14 @@ class Seq2SeqTask(Task):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._decode_step(batch, "test")
 
-    def _epoch_scores(self, stage: str) -> None:
-        import sacrebleu
-
+    def end_epoch(self, stage: str) -> None:
+        """Log the epoch's loss and token accuracy, then BLEU and exact match of what was decoded."""
+        super().end_epoch(stage)
         decoded = self._decoded.pop(stage, [])
         if not decoded or self.trainer.sanity_checking:
             return
+        import sacrebleu
+
         hypotheses, references = [d[0] for d in decoded], [d[1] for d in decoded]
         bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
         exact = sum(h == r for h, r in zip(hypotheses, references)) / len(decoded)
@@ -108,12 +109,6 @@ class Seq2SeqTask(Task):
         self.log(f"{stage}/exact_match", exact, sync_dist=True)
         for hypothesis, reference in list(zip(hypotheses, references))[: self.samples]:
             log.info("%s sample | output: %s | reference: %s", stage, hypothesis, reference)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_scores("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_scores("test")
 
     def generate(self, batch: dict[str, torch.Tensor], beam_size: int | None = None,
                  length_penalty: float | None = None, max_length: int | None = None) -> list[str]:

@@ -168,6 +168,53 @@ def make_wandb_logger(run_config: DictConfig, project: str = "dlkit", entity: st
     )
 
 
+def make_eval_logger(run_config: DictConfig, folder: Path, checkpoint: Path, overrides: list[str]) -> Any:
+    """A W&B run of its own (job_type eval) for `dlkit eval`, or None when the run did not log to W&B or W&B is
+    disabled.
+
+    It is named after the training run ("<name>-eval"), shares its group (the multirun or sweep, if any), records
+    the training run's W&B id, the checkpoint and the eval overrides in its config, and is saved in `folder`.
+    """
+    node = (run_config.get("logger") or {}).get("wandb")
+    if node is None or not node.get("_target_", "").endswith("make_wandb_logger"):
+        return None
+    mode, why = choose_mode(str(node.get("mode") or "auto"), _mode_setting(run_config))
+    if mode == "disabled":
+        return None
+    if mode == "offline":
+        _note(folder, offline=why)
+    import wandb
+
+    from dlkit.tracking.loggers import RunWandbLogger
+
+    trained = folder / ID_FILE
+    multirun = run_config.paths.get("multirun_dir")
+    config = {**flat_config(run_config), "eval.checkpoint": str(checkpoint.resolve()),
+              "eval.overrides": list(overrides), "eval.train_wandb_id": trained.read_text().strip()
+              if trained.is_file() else None}
+    label = _short_id(Path(run_config.paths.run_dir))
+    return RunWandbLogger(
+        project=node.get("project") or "dlkit", entity=node.get("entity"), mode=mode, save_dir=str(folder),
+        name=f"{node.get('name') or run_config.get('name') or 'run'}-{label}-eval",
+        group=node.get("group") or (Path(multirun).name if multirun else None), tags=list(node.get("tags") or []),
+        job_type="eval", config=config, settings=wandb.Settings(silent=True),
+    )
+
+
+def describe(logger: Any, folder: Path) -> dict[str, Any]:
+    """id, mode and the URL (online) or the `wandb sync` command (offline) of a finished eval's W&B run."""
+    run = logger.experiment
+    record: dict[str, Any] = {"id": run.id, "mode": "offline" if run.offline else "online",
+                              "dir": str(Path(run.dir).parent)}
+    url = run_url(run)
+    if url:
+        record["url"] = url
+    else:
+        record["sync"] = sync_command([Path(run.dir).parent])
+        record["offline_reason"] = _notes.get(str(Path(folder).resolve()), {}).get("offline", "")
+    return record
+
+
 def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
