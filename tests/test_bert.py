@@ -106,8 +106,10 @@ def pretrained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     # next-sentence prediction leaves chance after ~250 steps: 8 epochs (~470 steps) of 600 documents, with the
     # preset's linear warm-up (without it, BERT's N(0, 0.02) initialisation stays at chance at this rate)
+    # a word-level vocabulary: training a WordPiece one is not deterministic (huggingface/tokenizers#1794: ties
+    # between merges are broken in hash-map order), and with some of its vocabularies NSP needs more epochs
     result = run_cli("train", "model=bert_pretrain", "trainer.max_epochs=8", "optimizer.lr=2e-3", "logger=csv",
-                     "callbacks=minimal", cwd=root, timeout=900)
+                     "callbacks=minimal", "data.tokenizer.kind=word", cwd=root, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = run_folders(root)
     return run
