@@ -12,11 +12,12 @@ the same optimizer and batch size, shuffling every epoch, nothing else (no metri
 A third run, bare Lightning, puts the plain loop's model, optimizer and batches in a minimal LightningModule and
 Trainer (no logger, callbacks, progress bar or checkpoints): the floor under anything built on Lightning.
 
-Steady state: the first `warmup` epochs are skipped; in the measured epochs the time between consecutive
-training-batch starts is summed (Lightning's on_train_batch_start; the same point in the plain loop), so each
-interval is one whole training iteration (fetch, step, hooks, logging) and validation and epoch ends are left
-out of both. Time is the training process's CPU time (all its threads): the machine is shared, and wall-clock
-time also counts other people's processes (the wall-clock ratio is printed beside it). Each run is its own
+Steady state: the first `warmup` epochs are skipped; in each measured epoch the time between its first and last
+training-batch starts (Lightning's on_train_batch_start; the same point in the plain loop) gives that epoch's rate,
+each interval being one whole training iteration (fetch, step, hooks, logging), validation and epoch ends left out
+of both; a run's figure is the median of its epochs' rates. Time is the training process's CPU time (all its
+threads): the machine is shared, and wall-clock time also counts other people's processes (the wall-clock ratio is
+printed beside it). Each run is its own
 process with the same torch thread count and fixed glibc malloc thresholds (STEADY_MALLOC; --system-malloc to
 drop them); the runs are interleaved; the table shows medians over the repeats and the median of the ratios
 of runs of the same repeat. Target (issue 9): dlkit / plain >= 0.97.
@@ -59,11 +60,11 @@ def stamp() -> tuple[float, float]:
 
 
 def rates(epochs: list[list[tuple[float, float]]]) -> dict[str, float]:
-    """Steps per wall second and per CPU second from the batch-start stamps of each measured epoch."""
-    steps = sum(len(starts) - 1 for starts in epochs)
-    wall = sum(starts[-1][0] - starts[0][0] for starts in epochs)
-    cpu = sum(starts[-1][1] - starts[0][1] for starts in epochs)
-    return {"wall": steps / wall, "cpu": steps / cpu}
+    """Steps per wall second and per CPU second: the median over the measured epochs of each epoch's rate (a
+    moment of interference from other processes slows one epoch, not the figure)."""
+    per_epoch = {k: [(len(starts) - 1) / (starts[-1][i] - starts[0][i]) for starts in epochs]
+                 for i, k in enumerate(("wall", "cpu"))}
+    return {k: statistics.median(v) for k, v in per_epoch.items()}
 
 
 def batch_starts(warmup: int) -> Any:

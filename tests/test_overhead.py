@@ -1,4 +1,4 @@
-"""The per-step savings of issue 9 keep every value: epoch metrics, batches, progress."""
+"""The per-step savings of issue 9 keep every value: epoch metrics and losses, batches, progress."""
 
 from __future__ import annotations
 
@@ -176,3 +176,40 @@ def test_every_data_config_sets_workers_and_pinned_memory(tmp_path):
                    for c in cls.__mro__ if issubclass(c, DataModule) and "__init__" in vars(c)), option.name
     _, datamodule, _, _ = _built(tmp_path, "data.pin_memory=true", "data.batch_size=8")
     assert datamodule.train_dataloader().pin_memory is True
+
+
+def test_epoch_losses_are_batch_size_weighted_means_and_step_losses_reach_the_loggers(tmp_path):
+    import csv
+
+    import pytorch_lightning as pl
+    import torch.nn.functional as F
+
+    class Losses(pl.Callback):
+        """Every training batch's loss and size, as the task computed them."""
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[float, int]] = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            self.seen.append((float(outputs["loss"]), len(batch[1])))
+
+    # batch 100: the last batch of each split is smaller, so an unweighted mean would differ
+    cfg, datamodule, task, _ = _built(tmp_path, "data.batch_size=100", "trainer.max_epochs=1",
+                                      "trainer.log_every_n_steps=3")
+    losses = Losses()
+    trainer = build_trainer(cfg, [losses])
+    trainer.fit(task, datamodule=datamodule)
+    total = sum(size for _, size in losses.seen)
+    expected = sum(loss * size for loss, size in losses.seen) / total
+    assert abs(float(trainer.callback_metrics["train/loss_epoch"]) - expected) < 1e-6
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    logged = {int(r["step"]): float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")}
+    for step in range(2, len(losses.seen), 3):  # every log_every_n_steps-th step, with that step's own loss
+        assert abs(logged[step] - losses.seen[step][0]) < 1e-6
+    # validation: the weighted mean over the whole split, as Lightning's own epoch mean would be
+    [result] = trainer.validate(task, datamodule=datamodule, verbose=False)
+    task.eval()
+    with torch.no_grad():
+        pairs = [(F.cross_entropy(task(x), y).item(), len(y)) for x, y in datamodule.val_dataloader()]
+    assert len({size for _, size in pairs}) > 1
+    assert abs(result["val/loss"] - sum(v * n for v, n in pairs) / sum(n for _, n in pairs)) < 1e-6
