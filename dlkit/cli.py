@@ -266,7 +266,7 @@ def predict(
     if input_file:
         source = sys.stdin.read() if input_file == "-" else _read_inputs(input_file)
         inputs += [line for line in source.splitlines() if line.strip()]
-    loaded = inference.load(ref, [], output_dir)
+    loaded = inference.load(ref, [], output_dir, for_predict=True)
     options = {name: value for name, value in (("top_k", top_k), ("beam_size", beam_size)) if value is not None}
     records = inference.predict(loaded, inputs, batch_size=batch_size, **options)
     if fmt == "jsonl":

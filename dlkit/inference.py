@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlkit import run_folder
 from dlkit.data.base import DataModule
@@ -136,10 +136,13 @@ def locate(ref: str, output_dir: str = "outputs") -> tuple[Path | None, Path]:
     return run_dir, chosen
 
 
-def load(ref: str, overrides: list[str] | None = None, output_dir: str = "outputs") -> Loaded:
+def load(ref: str, overrides: list[str] | None = None, output_dir: str = "outputs",
+         for_predict: bool = False) -> Loaded:
     """Rebuild datamodule and task of a run (or lone checkpoint) with its trained weights.
 
-    Overrides are plain `key=value` settings on the run's config (e.g. data.test_file=other.csv).
+    Overrides are plain `key=value` settings on the run's config (e.g. data.test_file=other.csv). With
+    for_predict, a checkpoint that carries its data state is rebuilt from it alone (see restore_datamodule): the
+    training data, the tokenizer cache and a BERT's model.pretrained folder need not exist any more.
     """
     import pytorch_lightning as pl
 
@@ -160,11 +163,31 @@ def load(ref: str, overrides: list[str] | None = None, output_dir: str = "output
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
+    restored = restore_datamodule(cfg, checkpoint["dlkit"]) if for_predict else None
+    if restored is not None and checkpoint["dlkit"].get("model"):
+        # the model's recorded sizes instead of model.pretrained: the trained weights replace them all anyway
+        with open_dict(cfg):
+            cfg.model = OmegaConf.merge(cfg.model, checkpoint["dlkit"]["model"])
+    datamodule = restored if restored is not None else build_datamodule(cfg)
     task = build_task(cfg, datamodule)
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
     return Loaded(cfg, run_dir, path, datamodule, task)
+
+
+def restore_datamodule(cfg: DictConfig, meta: dict[str, Any]) -> DataModule | None:
+    """The run's datamodule ready to encode inputs, from the state and spec its checkpoint carries (no data
+    read, no setup); None for checkpoints written before they carried the state."""
+    from hydra.utils import instantiate
+
+    from dlkit.data.spec import DataSpec
+
+    state = meta.get("data")
+    if not isinstance(state, dict) or "spec" not in meta:
+        return None
+    datamodule: DataModule = instantiate(cfg.data, _convert_="all")
+    datamodule.restore(state, DataSpec.from_dict(meta["spec"]))
+    return datamodule
 
 
 def output_folder(loaded: Loaded) -> Path:

@@ -54,6 +54,7 @@ def build_datamodule(cfg: DictConfig) -> DataModule:
 def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
     """The task (LightningModule) around the model sized from the data's spec."""
     model = build_model(cfg.model, datamodule.spec)
+    model_settings = getattr(model, "inference_settings", None)
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     if cfg.get("compile"):
@@ -62,6 +63,11 @@ def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
     task: Task = construct(cfg.task, model=model, spec=datamodule.spec, optimizer=optimizer, scheduler=scheduler)
     task.meta["config"] = OmegaConf.to_container(cfg, resolve=True)
+    data_state = datamodule.inference_state()
+    if data_state is not None:  # what predict needs from the data (tokenizers, labels, normalisation)
+        task.meta["data"] = data_state
+    if model_settings is not None:  # what rebuilds the model without model.pretrained (BERT)
+        task.meta["model"] = model_settings()
     task.channels_last = bool(cfg.get("channels_last"))
     return task
 

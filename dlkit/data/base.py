@@ -134,6 +134,15 @@ class DataModule(pl.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}.spec is known only after setup()")
         return self._spec
 
+    def inference_state(self) -> dict[str, Any] | None:
+        """What predict needs from the data besides the spec (tokenizers as JSON text, normalisation, ...), as
+        plain str/int/float/list/dict values that checkpoints carry; None: this datamodule cannot be restored."""
+        return None
+
+    def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
+        """Become ready to encode inputs from inference_state() and the spec, without reading any data."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be restored without its data")
+
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: setup() has not been called")

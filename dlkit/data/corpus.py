@@ -193,6 +193,21 @@ class CorpusDataModule(DataModule):
         types = [[0] * (seq.index(sep) + 1) + [1] * (len(seq) - seq.index(sep) - 1) for seq in ids]
         return SentencePairs(ids, types, [label for _, _, label in pairs])
 
+    def inference_state(self) -> dict[str, Any] | None:
+        """The tokenizer as JSON text: all predict needs besides the spec."""
+        tokenizer = getattr(self, "tokenizer", None)
+        return {"tokenizer": tokenizer.to_str()} if tokenizer is not None else None
+
+    def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(state["tokenizer"])
+        ids = special_ids(self.tokenizer)
+        self.pad_id, self.mask_id = spec.pad_id, spec.mask_id
+        self.collate_fn = MaskingCollator(self.pad_id, self.mask_id, self.tokenizer.get_vocab_size(),
+                                          {i for i in ids.values() if i is not None}, self.mask_probability)
+        self._spec = spec
+
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Texts with [MASK] tokens, framed [CLS] text [SEP] (nothing else is masked)."""
         ids = encode(self.tokenizer, raw, max_length=self.max_length, add_special=True)

@@ -111,6 +111,25 @@ class Seq2SeqDataModule(DataModule):
         tgt = encode(self.tgt_tokenizer, [t for _, t in pairs], max_length=self.max_length)
         return EncodedPairs(src, [[self.bos_id, *t, self.eos_id] for t in tgt], [t for _, t in pairs])
 
+    def inference_state(self) -> dict[str, Any] | None:
+        """The target tokenizer as JSON text (and the source one when the vocabularies are separate)."""
+        if getattr(self, "tgt_tokenizer", None) is None:
+            return None
+        state = {"tokenizer": self.tgt_tokenizer.to_str()}
+        if self.src_tokenizer is not self.tgt_tokenizer:
+            state["src_tokenizer"] = self.src_tokenizer.to_str()
+        return state
+
+    def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
+        from tokenizers import Tokenizer
+
+        self.tgt_tokenizer = Tokenizer.from_str(state["tokenizer"])
+        self.src_tokenizer = Tokenizer.from_str(state["src_tokenizer"]) if "src_tokenizer" in state \
+            else self.tgt_tokenizer
+        self.pad_id, self.bos_id, self.eos_id = spec.pad_id, spec.bos_id, spec.eos_id
+        self.collate_fn = PairCollator(self.pad_id)
+        self._spec = spec
+
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Source sentences as a batch (targets empty: the model decodes them)."""
         src = encode(self.src_tokenizer, raw, max_length=self.max_length)

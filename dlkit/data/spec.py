@@ -38,3 +38,11 @@ class DataSpec:
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (what goes into checkpoints and metadata files)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DataSpec:
+        """A spec back from as_dict() (as checkpoints store it); unknown keys are ignored."""
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if known.get("input_shape") is not None:
+            known["input_shape"] = tuple(known["input_shape"])
+        return cls(**known)

@@ -199,6 +199,19 @@ class TextClassificationDataModule(DataModule):
         return ResumableLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate_fn, **self.loader_kwargs)
 
     # -- prediction ------------------------------------------------------------------------------------
+    def inference_state(self) -> dict[str, Any] | None:
+        """The tokenizer (as JSON text) and the labels: all predict needs besides the spec."""
+        return {"tokenizer": self.tokenizer.to_str(), "labels": list(self.labels)} if self.tokenizer else None
+
+    def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(state["tokenizer"])
+        self.labels = list(state["labels"])
+        self.pad_id = spec.pad_id
+        self.collate_fn = TextCollator(self.pad_id)
+        self._spec = spec
+
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """A batch of model inputs for raw texts (a tab separates the two texts of a pair)."""
         texts = [line.split("\t", 1) for line in raw]

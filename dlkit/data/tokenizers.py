@@ -84,6 +84,17 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
     return tokenizer
 
 
+def state_tokenizer(state: dict | None, path: str | None) -> Tokenizer:
+    """A task's (target) tokenizer: from the JSON text in a checkpoint's data state (DataModule.inference_state),
+    else from its file (checkpoints written before they carried the state)."""
+    text = (state or {}).get("tokenizer")
+    if text:
+        return Tokenizer.from_str(text)
+    if not path:
+        raise FileNotFoundError("the checkpoint carries no tokenizer and names no tokenizer file")
+    return Tokenizer.from_file(path)
+
+
 def special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
     """Ids of the special tokens this tokenizer knows: pad, unk, cls, sep, mask, bos, eos (None if absent)."""
     return {token.strip("[]").lower(): tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}

@@ -45,6 +45,14 @@ class DigitsDataModule(DataModule):
         self._spec = DataSpec(kind=self.kind, num_classes=10, class_names=[str(i) for i in range(10)],
                               input_shape=(1, 8, 8))
 
+    def inference_state(self) -> dict[str, Any] | None:
+        """The normalisation (train mean and std)."""
+        return {"mean": float(self.mean), "std": float(self.std)} if hasattr(self, "mean") else None
+
+    def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
+        self.mean, self.std = float(state["mean"]), float(state["std"])
+        self._spec = spec
+
     def encode_inputs(self, raw: list[str]) -> torch.Tensor:
         """A batch from .npy arrays of 8x8 values in the dataset's 0-16 scale, or image files (resized to 8x8)."""
         images = []
@@ -128,6 +136,19 @@ class ImageDataModule(DataModule):
 
     def _norm(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
+
+    def inference_state(self) -> dict[str, Any] | None:
+        """The normalisation: per-channel train mean and std as nested lists (or the plain 0.0 and 1.0)."""
+        if not hasattr(self, "mean"):
+            return None
+        return {name: value.tolist() if isinstance(value, torch.Tensor) else float(value)
+                for name, value in (("mean", self.mean), ("std", self.std))}
+
+    def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
+        self.mean, self.std = (torch.tensor(state[name]) if isinstance(state[name], list) else float(state[name])
+                               for name in ("mean", "std"))
+        self.class_names = list(spec.class_names or [])
+        self._spec = spec
 
     def encode_inputs(self, raw: list[str]) -> torch.Tensor:
         """A batch of images from files (PNG/JPEG, resized to the training size) or .npy arrays."""

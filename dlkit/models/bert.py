@@ -248,6 +248,10 @@ class BertForPreTraining(nn.Module):
             if fresh:
                 log.info("model.pretrained=%s has no %s weights: they start fresh", source["ref"], ", ".join(fresh))
 
+    def inference_settings(self) -> dict[str, Any]:
+        """Model settings that rebuild this architecture without model.pretrained (see encoder_settings)."""
+        return encoder_settings(self.bert)
+
     @staticmethod
     def data_settings(model_cfg: Any) -> dict[str, Any]:
         """What the data must use with this model: a checkpoint's own vocabulary (see pretrained_settings)."""
@@ -268,6 +272,14 @@ HF_CONFIG_KEYS = ("vocab_size", *ARCHITECTURE_KEYS, "hidden_dropout_prob", "atte
 HF_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json", "tokenizer_config.json"]
 OLD_NORM_NAMES = {"gamma": "LayerNorm.weight", "beta": "LayerNorm.bias"}
 RUN_ID = re.compile(r"(?:\d{4}-\d{2}-\d{2}/)?(?:\d{2}-\d{2}-\d{2}-)?[0-9a-f]{6}")
+
+
+def encoder_settings(bert: BertModel) -> dict[str, Any]:
+    """The model settings that rebuild this encoder's architecture without model.pretrained (kept in checkpoints,
+    so predict works after the pretrained folder is gone): its sizes, vocabulary size and padding id."""
+    config = bert.hf_config()
+    return {"pretrained": None, "vocab_size": config["vocab_size"], "pad_id": config["pad_token_id"],
+            **{k: config[k] for k in ARCHITECTURE_KEYS}}
 
 
 def resolve_pretrained(ref: str | Path, output_dir: str | Path = "outputs") -> str:
@@ -464,6 +476,10 @@ class BertClassifier(nn.Module):
         fresh = load_weights(self, state, ref, optional=("classifier.", "bert.pooler."))
         if "bert.pooler" in fresh:
             log.info("model.pretrained=%s has no pooler weights: the pooler starts fresh", ref)
+
+    def inference_settings(self) -> dict[str, Any]:
+        """Model settings that rebuild this architecture without model.pretrained (see encoder_settings)."""
+        return encoder_settings(self.bert)
 
     @staticmethod
     def data_settings(model_cfg: Any) -> dict[str, Any]:

@@ -32,7 +32,9 @@ class Task(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
-        # The run's config and spec travel inside every checkpoint, so a lone .ckpt can be rebuilt.
+        # The run's config and spec travel inside every checkpoint, so a lone .ckpt can be rebuilt; build_task adds
+        # "data" (DataModule.inference_state: tokenizers, labels, ...) and "model" (sizes to rebuild it without
+        # model.pretrained), so predict needs neither the data nor the tokenizer cache.
         self.meta: dict[str, Any] = {"spec": spec.as_dict()}
         # stage -> name -> [sum of value * batch size, sum of batch sizes, logged per step too, on the bar]
         self._means: dict[str, dict[str, list[Any]]] = {}

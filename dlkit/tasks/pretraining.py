@@ -50,10 +50,10 @@ class PretrainingTask(Task):
 
     def predict_batch(self, batch: dict[str, torch.Tensor], top_k: int = 5, **_: Any) -> list[dict[str, Any]]:
         """The top-k fills of every [MASK] in each input."""
-        from tokenizers import Tokenizer
-
         if self._tokenizer is None:
-            self._tokenizer = Tokenizer.from_file(self.spec.tokenizer_path)
+            from dlkit.data.tokenizers import state_tokenizer
+
+            self._tokenizer = state_tokenizer(self.meta.get("data"), self.spec.tokenizer_path)
         logits, _ = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         records = []
         for row, ids in enumerate(batch["input_ids"]):

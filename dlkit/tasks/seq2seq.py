@@ -32,11 +32,12 @@ class Seq2SeqTask(Task):
         self._decoded: dict[str, list[tuple[str, str]]] = {}  # stage -> (output, reference) of the epoch
 
     def tokenizer(self):
-        """The target tokenizer (loaded lazily from the spec's tokenizer file)."""
+        """The target tokenizer: the data's own, as the checkpoint carries it (meta["data"]), else (checkpoints
+        written before it did) loaded from the spec's tokenizer file."""
         if self._tokenizer is None:
-            from tokenizers import Tokenizer
+            from dlkit.data.tokenizers import state_tokenizer
 
-            self._tokenizer = Tokenizer.from_file(self.spec.tokenizer_path)
+            self._tokenizer = state_tokenizer(self.meta.get("data"), self.spec.tokenizer_path)
         return self._tokenizer
 
     def text(self, ids: list[int]) -> str:
