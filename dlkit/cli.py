@@ -249,7 +249,7 @@ def predict(
     fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl or csv."),
     top_k: Optional[int] = typer.Option(  # noqa: UP045
         None, "--top-k", min=1, help="Classifiers: the k most likely labels (default 1); masked LM: k fills (5)."),
-    beam_size: Optional[int] = typer.Option(None, "--beam-size", help="Seq2seq: beam search width (1: greedy)."),  # noqa: UP045
+    beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, help="Seq2seq: beam search width (1: greedy)."),  # noqa: UP045
     batch_size: int = typer.Option(64, help="Inputs per batch."),
     output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
 ) -> None:
