@@ -104,8 +104,13 @@ def _description(file: Path) -> str:
     return ""
 
 
+# keys whose value may name a run by its id, which can be all digits
+RUN_REFERENCES = ("resume", "model.pretrained")
+
+
 def normalize(overrides: list[str] | tuple[str, ...], config_dir: str | Path | None = None) -> list[str]:
-    """Quote numeric group choices (`precision=16` means the option named "16", not the number)."""
+    """Quote numeric group choices (`precision=16` means the option named "16", not the number) and numeric run
+    ids (`resume=124013`)."""
     groups = config_groups(config_dir)
     result = []
     for override in overrides:
@@ -124,6 +129,8 @@ def normalize(overrides: list[str] | tuple[str, ...], config_dir: str | Path | N
                 continue
             if re.fullmatch(r"[0-9][0-9,]*", value):
                 value = ",".join(f"'{v}'" for v in value.split(","))
+        elif sep and key.lstrip("+~") in RUN_REFERENCES and re.fullmatch(r"[0-9][0-9,]*", value):
+            value = ",".join(f"'{v}'" for v in value.split(","))  # run id 124013 (or 007123), not a number
         result.append(f"{key}{sep}{value}")
     return result
 

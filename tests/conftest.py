@@ -44,6 +44,30 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
+def run_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`dlkit ARGS...` through the console script's own entry point, in this process: the same output and exit
+    code as run_cli without a new interpreter importing torch (for the many quick error checks)."""
+    import contextlib
+    import io
+
+    from dlkit import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, here = sys.argv, os.getcwd()
+    code: int = 0
+    sys.argv = ["dlkit", *args]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+    return subprocess.CompletedProcess(["dlkit", *args], code, out.getvalue(), err.getvalue())
+
+
 def run_folders(root: Path) -> list[Path]:
     """Every run folder (one holding summary.json) under root/outputs."""
     return sorted(p.parent for p in (root / "outputs").rglob("summary.json"))

@@ -106,10 +106,18 @@ def pretrained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     # next-sentence prediction leaves chance after ~250 steps: 8 epochs (~470 steps) of 600 documents, with the
     # preset's linear warm-up (without it, BERT's N(0, 0.02) initialisation stays at chance at this rate)
-    # a word-level vocabulary: training a WordPiece one is not deterministic (huggingface/tokenizers#1794: ties
-    # between merges are broken in hash-map order), and with some of its vocabularies NSP needs more epochs
+    # A fixed WordPiece vocab.txt of the corpus's words: training one is not deterministic (huggingface/tokenizers
+    # #1794: ties between merges are broken in hash-map order), and with some trained vocabularies NSP needs more
+    # epochs than this test has
+    from dlkit.data.corpus import synthetic_documents
+
+    words = sorted({w for doc in synthetic_documents(600, 0) for s in doc for w in s.split()})
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters,
+                                 *(f"##{c}" for c in letters), *words]) + "\n")
     result = run_cli("train", "model=bert_pretrain", "trainer.max_epochs=8", "optimizer.lr=2e-3", "logger=csv",
-                     "callbacks=minimal", "data.tokenizer.kind=word", cwd=root, timeout=900)
+                     "callbacks=minimal", f"data.tokenizer.path={vocab}", cwd=root, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = run_folders(root)
     return run

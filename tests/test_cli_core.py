@@ -392,3 +392,10 @@ def test_config_copy_says_where_the_copy_is_used(tmp_path):
                                 "--config-dir mine.\n")
     local = run_cli("config", "copy", "model/mlp", cwd=tmp_path)
     assert local.stdout.strip().endswith("Edit it; dlkit uses it from now on in this folder.")
+
+
+def test_run_ids_made_of_digits_stay_strings():
+    from dlkit.config import compose
+
+    cfg = compose(["model=bert_tiny", "model.pretrained=007123", "resume=124013"])
+    assert cfg.model.pretrained == "007123" and cfg.resume == "124013"

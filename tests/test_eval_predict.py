@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK, run_cli, run_folders, summary
+from conftest import QUICK, run_cli, run_folders, run_main, summary
 
 pytestmark = pytest.mark.slow
 
@@ -112,15 +112,15 @@ def test_clear_errors_for_missing_runs_wrong_files_and_unfit_inputs(digits_run, 
     assert missing.returncode == 2 and "no run 'zzzzzz'" in missing.stderr
     not_ckpt = tmp_path / "weights.ckpt"
     torch.save({"weights": torch.zeros(2)}, not_ckpt)
-    wrong = run_cli("eval", str(not_ckpt), cwd=root)
+    wrong = run_main("eval", str(not_ckpt), cwd=root)
     assert wrong.returncode == 1 and "is not a dlkit checkpoint" in wrong.stderr
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a pickle at all")
-    bad = run_cli("predict", str(garbage), "x", cwd=root)
+    bad = run_main("predict", str(garbage), "x", cwd=root)
     assert bad.returncode == 1 and "is not a dlkit checkpoint (not a file torch can load safely)" in bad.stderr
-    unfit = run_cli("predict", str(run), "hello world", cwd=root)
+    unfit = run_main("predict", str(run), "hello world", cwd=root)
     assert unfit.returncode == 1 and "does not exist" in unfit.stderr and "Traceback" not in unfit.stderr
-    nothing = run_cli("predict", str(run), cwd=root)
+    nothing = run_main("predict", str(run), cwd=root)
     assert nothing.returncode == 2 and "nothing to predict" in nothing.stderr
 
 
@@ -191,8 +191,9 @@ def test_files_that_are_not_dlkit_checkpoints_get_one_clear_line(tmp_path):
     commands = [["eval", str(p)] for p in [*(tmp_path / n for n in files), tmp_path / "tensor.pth", pickled]]
     commands += [["predict", str(tmp_path / "text.ckpt"), "hi"], ["export", str(tmp_path / "junk.ckpt")]]
     errors = {}
-    for command in commands:
-        result = run_cli(*command, cwd=tmp_path)
+    for number, command in enumerate(commands):
+        # the first through the installed console script, the rest through its entry point in this process
+        result = (run_cli if number == 0 else run_main)(*command, cwd=tmp_path)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1, (command, result.stderr)
         assert lines[0].startswith(f"error: {command[1]} is not a dlkit checkpoint (") and lines[0].endswith(hint)
@@ -200,7 +201,7 @@ def test_files_that_are_not_dlkit_checkpoints_get_one_clear_line(tmp_path):
     assert "(the file is empty)" in errors["empty.ckpt"]
     assert "(it holds a Tensor, not a checkpoint)" in errors["tensor.pth"]
     assert "(it pickles __main__.Thing, which torch will not load safely)" in errors["objects.ckpt"]
-    missing = run_cli("eval", str(tmp_path / "nowhere.ckpt"), cwd=tmp_path)
+    missing = run_main("eval", str(tmp_path / "nowhere.ckpt"), cwd=tmp_path)
     assert missing.returncode == 2 and "nowhere.ckpt does not exist; give a run folder" in missing.stderr
 
 
