@@ -212,7 +212,8 @@ class BertLMPredictionHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden)) + self.bias
+        # one fused matmul-and-add (addmm): adding the bias afterwards is another pass over [tokens, vocab]
+        return F.linear(self.transform(hidden), self.decoder.weight, self.bias)
 
 
 class BertPreTrainingHeads(nn.Module):
