@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import QUICK, run_cli, run_folders, summary
+from conftest import QUICK, run_cli, run_folders, run_main, summary
 
 
 @pytest.mark.slow
@@ -138,7 +138,9 @@ def test_user_conf_overrides_and_extends_packaged_options(tmp_path):
     (["model.norm=weird"], "MLP refuses its model.* settings: norm='weird': choose batch, layer or null"),
 ])
 def test_bad_input_is_one_clear_line_exit_2_and_no_run_folder(tmp_path, args, expected):
-    result = run_cli("train", *args, cwd=tmp_path)
+    # the first case through the installed console script, the others through its entry point in this process
+    run = run_cli if args == ["model=mlpp"] else run_main
+    result = run("train", *args, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert expected in result.stderr
     assert "Traceback" not in result.stderr

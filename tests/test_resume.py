@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import QUICK, dlkit_bin, run_cli, run_folders, summary
+from conftest import QUICK, dlkit_bin, run_cli, run_folders, run_main, summary
 
 pytestmark = pytest.mark.slow
 RUN = ["seed=3", "trainer.max_epochs=5", "trainer.deterministic=true", "data.batch_size=8", "callbacks=minimal",
@@ -58,9 +58,9 @@ def test_resume_refuses_other_configs_and_missing_checkpoints(tmp_path):
     assert run_cli("train", "debug=limit", "~callbacks.model_checkpoint", "logger=csv", cwd=tmp_path).returncode == 0
     no_ckpt = run_cli("train", "resume=latest", cwd=tmp_path)
     assert no_ckpt.returncode == 1 and "has no checkpoints/last.ckpt" in no_ckpt.stderr
-    other = run_cli("train", "resume=latest", "model=lenet", cwd=tmp_path)
+    other = run_main("train", "resume=latest", "model=lenet", cwd=tmp_path)
     assert other.returncode == 2 and "picks another config than the run used" in other.stderr
-    missing = run_cli("train", "resume=abcdef", cwd=tmp_path)
+    missing = run_main("train", "resume=abcdef", cwd=tmp_path)
     assert missing.returncode == 2 and "no run 'abcdef'" in missing.stderr
 
 
