@@ -71,55 +71,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _checkpoint_callbacks(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(key, state) of each ModelCheckpoint callback recorded in a checkpoint; [] for an unreadable file.
-
-    The tensors are memory-mapped, not read: only the small callback states are looked at.
-    """
-    for mmap in (True, False):  # mmap needs torch's zip format
-        try:
-            checkpoint = _torch_load(path, mmap=mmap)
-            break
-        except Exception:  # noqa: BLE001 - any unreadable file just has no recorded state
-            continue
-    else:
-        return []
-    callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
-    return [(str(k), v) for k, v in (callbacks or {}).items()
-            if str(k).startswith("ModelCheckpoint") and isinstance(v, dict)]
-
-
-def best_checkpoint(checkpoints: Path) -> Path | None:
-    """The checkpoint the run's ModelCheckpoint ranked best by its monitored score, else last.ckpt.
-
-    The newest checkpoint (last.ckpt) records which file was best; a run copied or moved elsewhere still finds it
-    by name. Without that record, each checkpoint's own stored score decides (mode min or max, as recorded).
-    """
-    if not checkpoints.is_dir():
-        return None
-    files = sorted(checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    last = checkpoints / "last.ckpt"
-    newest = last if last.is_file() else (files[0] if files else None)
-    if newest is None:
-        return None
-    for _, state in _checkpoint_callbacks(newest):
-        if state.get("monitor") is None:
-            continue  # saves every N steps or epochs, ranked by nothing: the newest is the one to use
-        name = Path(str(state.get("best_model_path") or "")).name
-        if name and (checkpoints / name).is_file():
-            return checkpoints / name
-    scored = []
-    for path in (f for f in files if f.name != "last.ckpt"):
-        for key, state in _checkpoint_callbacks(path):
-            if state.get("monitor") is not None and state.get("current_score") is not None:
-                sign = -1.0 if "'mode': 'max'" in key else 1.0
-                scored.append((sign * float(state["current_score"]), path))
-                break
-    if scored:
-        return min(scored, key=lambda item: item[0])[1]
-    return newest
-
-
 def locate(ref: str, output_dir: str = "outputs") -> tuple[Path | None, Path]:
     """(run folder or None, checkpoint): any existing file as given (whatever its suffix), else the run's best
     checkpoint (or last.ckpt)."""
@@ -130,7 +81,7 @@ def locate(ref: str, output_dir: str = "outputs") -> tuple[Path | None, Path]:
     if path.suffix in CHECKPOINT_SUFFIXES and not path.is_dir():
         raise UsageError(f"checkpoint {path} does not exist; {GIVE}.")
     run_dir = run_folder.find_run(ref, output_dir)
-    chosen = best_checkpoint(run_dir / "checkpoints")
+    chosen = run_folder.best_checkpoint(run_dir / "checkpoints")
     if chosen is None:
         raise DlkitError(f"{run_dir} has no checkpoint (checkpoints/best-*.ckpt or last.ckpt) to load.")
     return run_dir, chosen

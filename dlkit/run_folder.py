@@ -257,3 +257,57 @@ def find_run(ref: str | Path, output_dir: str | Path = "outputs") -> Path:
         raise UsageError(f"run id {ref!r} matches {len(matches)} runs under {output_dir}; give the folder path.")
     raise UsageError(f"no run {ref!r}: give a run folder, a run id (e.g. 9af716) or `latest` "
                      f"(see `dlkit runs list {output_dir}`).")
+
+
+def _checkpoint_callbacks(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(key, state) of each ModelCheckpoint callback recorded in a checkpoint; [] for an unreadable file.
+
+    Loaded with torch's weights_only safety and memory-mapped where the format allows, so only the small callback
+    states are read.
+    """
+    import warnings
+
+    import torch
+
+    checkpoint = None
+    for mmap in (True, False):  # mmap needs torch's zip format
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            break
+        except Exception:  # noqa: BLE001 - any unreadable file just has no recorded state
+            continue
+    callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+    return [(str(k), v) for k, v in (callbacks or {}).items()
+            if str(k).startswith("ModelCheckpoint") and isinstance(v, dict)]
+
+
+def best_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint a run's ModelCheckpoint ranked best by its monitored score; None when there is none.
+
+    last.ckpt records which file was best (found by name, so a copied or moved run still finds it); without that
+    record each best-*.ckpt's own stored score decides (min or max, as recorded); without scores, last.ckpt, else
+    the newest checkpoint.
+    """
+    if not checkpoints.is_dir():
+        return None
+    files = sorted(checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    last = checkpoints / "last.ckpt"
+    if last.is_file():
+        for _, state in _checkpoint_callbacks(last):
+            if state.get("monitor") is None:
+                continue  # saves every N steps or epochs, ranked by nothing
+            name = Path(str(state.get("best_model_path") or "")).name
+            if name and (checkpoints / name).is_file():
+                return checkpoints / name
+    scored = []
+    for path in (f for f in files if f.name != "last.ckpt"):
+        for key, state in _checkpoint_callbacks(path):
+            if state.get("monitor") is not None and state.get("current_score") is not None:
+                sign = -1.0 if "'mode': 'max'" in key else 1.0
+                scored.append((sign * float(state["current_score"]), path))
+                break
+    if scored:
+        return min(scored, key=lambda item: item[0])[1]
+    return last if last.is_file() else (files[0] if files else None)

@@ -384,7 +384,8 @@ def test_pretraining_continues_from_a_hugging_face_folder_then_from_a_run_id_or_
 def test_the_best_checkpoint_is_the_best_scored_not_the_last_by_name(tmp_path):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from dlkit.models.bert import best_checkpoint, dlkit_checkpoint
+    from dlkit.models.bert import dlkit_checkpoint
+    from dlkit.run_folder import best_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()

@@ -493,33 +493,6 @@ class BertClassifier(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-def best_checkpoint(folder: Path) -> Path | None:
-    """A run's best checkpoint: the one its ModelCheckpoint callback recorded as best (in last.ckpt), else the
-    best-*.ckpt with the best score stored in it, else last.ckpt; None when there is none."""
-    best = sorted(folder.glob("best-*.ckpt"))
-    last = folder / "last.ckpt"
-    if len(best) <= 1:
-        return best[0] if best else (last if last.is_file() else None)
-    if last.is_file():
-        for state in _checkpoint_states(last):
-            if state.get("monitor") is None:  # a checkpoint every N steps ranks nothing
-                continue
-            name = Path(str(state.get("best_model_path") or "")).name
-            if name and (folder / name).is_file():
-                return folder / name
-    scored = []
-    for path in best:
-        for key, state in _checkpoint_states(path, with_keys=True):
-            score = state.get("current_score")
-            if score is not None and state.get("monitor") is not None:
-                mode = re.search(r"'mode': '(min|max)'", key)
-                sign = -1.0 if mode is not None and mode.group(1) == "max" else 1.0
-                scored.append((sign * float(score), path))
-    if scored:
-        return min(scored, key=lambda item: item[0])[1]
-    return max(best, key=lambda p: p.stat().st_mtime)  # no scores recorded: the newest best
-
-
 def _load_checkpoint(path: Path) -> Any:
     """torch.load with weights_only safety; memory-mapped when the file allows, so reading metadata is cheap."""
     try:
@@ -528,18 +501,12 @@ def _load_checkpoint(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _checkpoint_states(path: Path, with_keys: bool = False) -> list[Any]:
-    """The ModelCheckpoint callback states stored in a Lightning checkpoint (with their keys if asked)."""
-    checkpoint = _load_checkpoint(path)
-    callbacks = (checkpoint.get("callbacks") or {}) if isinstance(checkpoint, dict) else {}
-    states = [(k, v) for k, v in callbacks.items() if str(k).startswith("ModelCheckpoint") and isinstance(v, dict)]
-    return states if with_keys else [v for _, v in states]
-
-
 def dlkit_checkpoint(ref: str | Path) -> dict[str, Any] | None:
     """The checkpoint of a dlkit run folder (its best, else last) or .ckpt file; None for anything else."""
     path = Path(ref).expanduser()
     if path.is_dir():
+        from dlkit.run_folder import best_checkpoint
+
         found = best_checkpoint(path / "checkpoints")
         if found is None:
             return None
