@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,6 @@ def not_a_checkpoint(path: Path, reason: str) -> DlkitError:
     return DlkitError(f"{path} is not a dlkit checkpoint ({reason}); {GIVE}.")
 
 
-def _torch_load(path: Path, mmap: bool = False) -> Any:
-    """torch.load with weights_only safety (no code runs from the file), quiet about pickle protocols."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-
-
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A dlkit checkpoint, loaded with torch's weights_only safety; any other file is refused in one line."""
     if not path.is_file():
@@ -52,7 +44,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise not_a_checkpoint(path, "the file is empty")
     try:
-        checkpoint = _torch_load(path)
+        checkpoint = run_folder.torch_load(path)
     except OSError as err:
         raise not_a_checkpoint(path, f"cannot read it: {err.strerror or type(err).__name__}") from err
     except pickle.UnpicklingError as err:

@@ -259,25 +259,32 @@ def find_run(ref: str | Path, output_dir: str | Path = "outputs") -> Path:
                      f"(see `dlkit runs list {output_dir}`).")
 
 
-def _checkpoint_callbacks(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(key, state) of each ModelCheckpoint callback recorded in a checkpoint; [] for an unreadable file.
-
-    Loaded with torch's weights_only safety and memory-mapped where the format allows, so only the small callback
-    states are read.
-    """
+def torch_load(path: Path, mmap: bool = False) -> Any:
+    """torch.load with weights_only safety (no code runs from the file), quiet about pickle protocols; with mmap
+    the tensors are read only when touched (torch's zip format only)."""
     import warnings
 
     import torch
 
-    checkpoint = None
-    for mmap in (True, False):  # mmap needs torch's zip format
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-            break
-        except Exception:  # noqa: BLE001 - any unreadable file just has no recorded state
-            continue
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def torch_load_lazily(path: Path) -> Any:
+    """torch_load memory-mapped where the file's format allows, else read whole: cheap for reading metadata."""
+    try:
+        return torch_load(path, mmap=True)
+    except RuntimeError:  # not in torch's zip format
+        return torch_load(path)
+
+
+def _checkpoint_callbacks(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(key, state) of each ModelCheckpoint callback recorded in a checkpoint; [] for an unreadable file."""
+    try:
+        checkpoint = torch_load_lazily(path)
+    except Exception:  # noqa: BLE001 - any unreadable file just has no recorded state
+        return []
     callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
     return [(str(k), v) for k, v in (callbacks or {}).items()
             if str(k).startswith("ModelCheckpoint") and isinstance(v, dict)]

@@ -493,27 +493,19 @@ class BertClassifier(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-def _load_checkpoint(path: Path) -> Any:
-    """torch.load with weights_only safety; memory-mapped when the file allows, so reading metadata is cheap."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not in torch's zip format: read it whole
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def dlkit_checkpoint(ref: str | Path) -> dict[str, Any] | None:
     """The checkpoint of a dlkit run folder (its best, else last) or .ckpt file; None for anything else."""
+    from dlkit.run_folder import best_checkpoint, torch_load_lazily
+
     path = Path(ref).expanduser()
     if path.is_dir():
-        from dlkit.run_folder import best_checkpoint
-
         found = best_checkpoint(path / "checkpoints")
         if found is None:
             return None
         path = found
     if path.suffix != ".ckpt" or not path.is_file():
         return None
-    checkpoint = _load_checkpoint(path)
+    checkpoint = torch_load_lazily(path)
     return checkpoint if isinstance(checkpoint, dict) and "dlkit" in checkpoint else None
 
 
