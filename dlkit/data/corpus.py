@@ -172,10 +172,7 @@ class CorpusDataModule(DataModule):
         else:
             sentences = [s for d in splits["train"] for s in d]
             self.tokenizer = cached_tokenizer(self.cache_dir, key, sentences, **settings)
-        ids = special_ids(self.tokenizer)
-        self.pad_id, self.mask_id = ids["pad"], ids["mask"]
-        self.collate_fn = MaskingCollator(self.pad_id, self.mask_id, self.tokenizer.get_vocab_size(),
-                                          {i for i in ids.values() if i is not None}, self.mask_probability)
+        self._use_tokenizer(self.tokenizer)
         self.train_set, self.val_set, self.test_set = (self._pairs(splits[n], offset)
                                                        for offset, n in enumerate(("train", "val", "test")))
         if len(self.train_set) == 0:
@@ -201,12 +198,16 @@ class CorpusDataModule(DataModule):
     def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_str(state["tokenizer"])
-        ids = special_ids(self.tokenizer)
-        self.pad_id, self.mask_id = spec.pad_id, spec.mask_id
-        self.collate_fn = MaskingCollator(self.pad_id, self.mask_id, self.tokenizer.get_vocab_size(),
-                                          {i for i in ids.values() if i is not None}, self.mask_probability)
+        self._use_tokenizer(Tokenizer.from_str(state["tokenizer"]))
         self._spec = spec
+
+    def _use_tokenizer(self, tokenizer: Any) -> None:
+        """Take the tokenizer, its [PAD] and [MASK] ids, and the masking collator built on them."""
+        self.tokenizer = tokenizer
+        ids = special_ids(tokenizer)
+        self.pad_id, self.mask_id = ids["pad"], ids["mask"]
+        self.collate_fn = MaskingCollator(self.pad_id, self.mask_id, tokenizer.get_vocab_size(),
+                                          {i for i in ids.values() if i is not None}, self.mask_probability)
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Texts with [MASK] tokens, framed [CLS] text [SEP] (nothing else is masked)."""

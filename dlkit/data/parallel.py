@@ -84,9 +84,7 @@ class Seq2SeqDataModule(DataModule):
         else:
             self.src_tokenizer = cached_tokenizer(self.cache_dir, key + "-src", sources, **self.settings)
             self.tgt_tokenizer = cached_tokenizer(self.cache_dir, key + "-tgt", targets, **self.settings)
-        ids = special_ids(self.tgt_tokenizer)
-        self.pad_id, self.bos_id, self.eos_id = ids["pad"], ids["bos"], ids["eos"]
-        self.collate_fn = PairCollator(self.pad_id)
+        self._use_tokenizers(self.src_tokenizer, self.tgt_tokenizer)
         self.train_set, self.val_set, self.test_set = (self._encode(splits[n]) for n in ("train", "val", "test"))
         folder = Path(self.cache_dir).expanduser() / "tokenizers"
         # longest framed target ([BOS] ... [EOS]) of the training split: the default decoding limit
@@ -123,12 +121,17 @@ class Seq2SeqDataModule(DataModule):
     def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
         from tokenizers import Tokenizer
 
-        self.tgt_tokenizer = Tokenizer.from_str(state["tokenizer"])
-        self.src_tokenizer = Tokenizer.from_str(state["src_tokenizer"]) if "src_tokenizer" in state \
-            else self.tgt_tokenizer
-        self.pad_id, self.bos_id, self.eos_id = spec.pad_id, spec.bos_id, spec.eos_id
-        self.collate_fn = PairCollator(self.pad_id)
+        target = Tokenizer.from_str(state["tokenizer"])
+        source = Tokenizer.from_str(state["src_tokenizer"]) if "src_tokenizer" in state else target
+        self._use_tokenizers(source, target)
         self._spec = spec
+
+    def _use_tokenizers(self, source: Any, target: Any) -> None:
+        """Take the tokenizers, the target's [PAD], [BOS] and [EOS] ids, and the collator padding with [PAD]."""
+        self.src_tokenizer, self.tgt_tokenizer = source, target
+        ids = special_ids(target)
+        self.pad_id, self.bos_id, self.eos_id = ids["pad"], ids["bos"], ids["eos"]
+        self.collate_fn = PairCollator(self.pad_id)
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Source sentences as a batch (targets empty: the model decodes them)."""

@@ -153,13 +153,12 @@ class TextClassificationDataModule(DataModule):
                                              [ex.pair for ex in splits["train"] if ex.pair])
             encoded = {name: self._encode(splits[name]) for name in ("train", "val", "test")}
             _save_encoded(cache, self.labels, encoded)
-        ids = special_ids(self.tokenizer)
-        self.pad_id = ids["pad"] if ids["pad"] is not None else 0
-        self.collate_fn = TextCollator(self.pad_id)
+        self._use_tokenizer(self.tokenizer)
         self.train_set, self.val_set, self.test_set = encoded["train"], encoded["val"], encoded["test"]
         self._spec = DataSpec(kind=self.kind, num_classes=len(self.labels), class_names=self.labels,
                               vocab_size=self.tokenizer.get_vocab_size(), pad_id=self.pad_id,
-                              mask_id=ids["mask"], max_length=self.max_length, tokenizer_path=self.tokenizer_file)
+                              mask_id=special_ids(self.tokenizer)["mask"], max_length=self.max_length,
+                              tokenizer_path=self.tokenizer_file)
 
     def _encoded_key(self) -> str:
         return fingerprint("encoded", self.source_id(), self.tokenizer_settings, self.max_length,
@@ -206,11 +205,16 @@ class TextClassificationDataModule(DataModule):
     def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_str(state["tokenizer"])
+        self._use_tokenizer(Tokenizer.from_str(state["tokenizer"]))
         self.labels = list(state["labels"])
-        self.pad_id = spec.pad_id
-        self.collate_fn = TextCollator(self.pad_id)
         self._spec = spec
+
+    def _use_tokenizer(self, tokenizer: Any) -> None:
+        """Take the tokenizer, its [PAD] id (0 when it has none) and the collator padding with it."""
+        self.tokenizer = tokenizer
+        pad = special_ids(tokenizer)["pad"]
+        self.pad_id = pad if pad is not None else 0
+        self.collate_fn = TextCollator(self.pad_id)
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """A batch of model inputs for raw texts (a tab separates the two texts of a pair)."""
