@@ -142,30 +142,43 @@ def make_wandb_logger(run_config: DictConfig, project: str = "dlkit", entity: st
                       job_type: str = "train", log_model: bool | str = False, notes: str | None = None):
     """A Lightning WandbLogger for this run, or None when W&B is disabled."""
     run_dir = Path(run_config.paths.run_dir)
-    if _rank() != 0:  # only rank 0 makes a W&B run: the others need no mode decision (and no network check)
-        mode = "offline"
-    else:
-        mode, why = choose_mode(mode, _mode_setting(run_config))
-        if mode == "offline":
-            _note(run_dir, offline=why)
+    # only rank 0 makes a W&B run: the others need no mode decision (and no network check)
+    mode = _decide_mode(mode, run_config, run_dir) if _rank() == 0 else "offline"
     if mode == "disabled":
         return None
     import wandb
 
     from dlkit.tracking.loggers import RunWandbLogger
 
-    multirun = run_config.paths.get("multirun_dir")
-    wandb_id = run_id(run_dir)
-    # "<model>-<data>-<run id>", or "...-<multirun id>-<job>" for multirun jobs, which share a group
-    label = f"{_short_id(Path(multirun))}-{run_dir.name}" if multirun else _short_id(run_dir)
     return RunWandbLogger(
-        project=project, entity=entity, id=wandb_id, resume="allow", save_dir=str(run_dir), mode=mode,
-        name=name or f"{run_config.get('name') or 'run'}-{label}",
-        group=group or (Path(multirun).name if multirun else None), tags=list(tags or []), job_type=job_type,
-        log_model=log_model, notes=notes, config=flat_config(run_config),
+        project=project, entity=entity, id=run_id(run_dir), resume="allow", save_dir=str(run_dir), mode=mode,
+        name=_display_name(run_config, name), group=_group(run_config, group), tags=list(tags or []),
+        job_type=job_type, log_model=log_model, notes=notes, config=flat_config(run_config),
         # dlkit says itself where an offline run went and how to sync it; W&B's own console report is noise here
         settings=wandb.Settings(silent=True),
     )
+
+
+def _decide_mode(mode: str, run_config: DictConfig, folder: Path) -> str:
+    """online, offline or disabled (see choose_mode); why a run goes offline is noted for the folder's summary."""
+    mode, why = choose_mode(mode, _mode_setting(run_config))
+    if mode == "offline":
+        _note(folder, offline=why)
+    return mode
+
+
+def _display_name(run_config: DictConfig, name: str | None) -> str:
+    """The W&B name of a run: `name`, else "<model>-<data>-<run id>" ("...-<multirun id>-<job>" for a multirun
+    job)."""
+    run_dir, multirun = Path(run_config.paths.run_dir), run_config.paths.get("multirun_dir")
+    label = f"{_short_id(Path(multirun))}-{run_dir.name}" if multirun else _short_id(run_dir)
+    return name or f"{run_config.get('name') or 'run'}-{label}"
+
+
+def _group(run_config: DictConfig, group: str | None) -> str | None:
+    """The W&B group: `group`, else the multirun or sweep the run belongs to (None for a single run)."""
+    multirun = run_config.paths.get("multirun_dir")
+    return group or (Path(multirun).name if multirun else None)
 
 
 def make_eval_logger(run_config: DictConfig, folder: Path, checkpoint: Path, overrides: list[str]) -> Any:
@@ -178,26 +191,21 @@ def make_eval_logger(run_config: DictConfig, folder: Path, checkpoint: Path, ove
     node = (run_config.get("logger") or {}).get("wandb")
     if node is None or not node.get("_target_", "").endswith("make_wandb_logger"):
         return None
-    mode, why = choose_mode(str(node.get("mode") or "auto"), _mode_setting(run_config))
+    mode = _decide_mode(str(node.get("mode") or "auto"), run_config, folder)
     if mode == "disabled":
         return None
-    if mode == "offline":
-        _note(folder, offline=why)
     import wandb
 
     from dlkit.tracking.loggers import RunWandbLogger
 
     trained = folder / ID_FILE
-    multirun = run_config.paths.get("multirun_dir")
     config = {**flat_config(run_config), "eval.checkpoint": str(checkpoint.resolve()),
               "eval.overrides": list(overrides), "eval.train_wandb_id": trained.read_text().strip()
               if trained.is_file() else None}
-    label = _short_id(Path(run_config.paths.run_dir))
     return RunWandbLogger(
         project=node.get("project") or "dlkit", entity=node.get("entity"), mode=mode, save_dir=str(folder),
-        name=f"{node.get('name') or run_config.get('name') or 'run'}-{label}-eval",
-        group=node.get("group") or (Path(multirun).name if multirun else None), tags=list(node.get("tags") or []),
-        job_type="eval", config=config, settings=wandb.Settings(silent=True),
+        name=f"{_display_name(run_config, node.get('name'))}-eval", group=_group(run_config, node.get("group")),
+        tags=list(node.get("tags") or []), job_type="eval", config=config, settings=wandb.Settings(silent=True),
     )
 
 
