@@ -138,7 +138,7 @@ def parse_option(file: Path, group: str) -> Option:
             full = _prefix(group, package) + path
             described = comment or _fallback(full, path, data, package)
             keys.append(Key(".".join(full), show(value), described))
-    return Option(group, file.stem, description, package, _defaults(data.get("defaults") or []), keys)
+    return Option(group, file.stem, description, package, _defaults(data.get("defaults") or [], group), keys)
 
 
 def _lookup(data: Any, path: list[str]) -> Any:
@@ -148,13 +148,16 @@ def _lookup(data: Any, path: list[str]) -> Any:
     return data
 
 
-def _defaults(entries: list[Any]) -> list[tuple[str, str]]:
-    """(group, option) pairs of a defaults list; `override /data@_global_.data: x` gives ('data', 'x')."""
+def _defaults(entries: list[Any], own_group: str = "") -> list[tuple[str, str]]:
+    """(group, option) pairs of a defaults list; `override /data@_global_.data: x` gives ('data', 'x'), and a bare
+    name in a group's option (`- cpu` in trainer/gpu.yaml: it extends that option) gives ('trainer', 'cpu')."""
     pairs = []
     for entry in entries:
         if isinstance(entry, str) and entry.startswith("/") and entry.count("/") >= 2:  # `/recipe/bert_finetune`
             group, _, option = entry.lstrip("/").rpartition("/")
             pairs.append((group, option))
+        elif isinstance(entry, str) and own_group and entry != "_self_" and "/" not in entry:
+            pairs.append((own_group, entry))
         elif isinstance(entry, dict):
             for key, value in entry.items():
                 group = str(key).removeprefix("override ").strip().lstrip("/").split("@")[0]
@@ -245,8 +248,13 @@ def render(conf_dir: Path = CONF_DIR) -> str:
             lines += [f"### `{group}={option.name}` {{#{_anchor(group, option.name)}}}", "", _md(option.description)]
             note = _package_note(option)
             lines += [note] if note else []
-            if option.defaults:
-                lines.append("Also picks: " + ", ".join(f"`{g}={v}`" for g, v in option.defaults) + ".")
+            extends = [v for g, v in option.defaults if g == group]
+            picks = [(g, v) for g, v in option.defaults if g != group]
+            if extends:
+                lines.append("Extends " + ", ".join(f"[`{group}={v}`](#{_anchor(group, v)})" for v in extends)
+                             + ": its keys, with the ones below set here.")
+            if picks:
+                lines.append("Also picks: " + ", ".join(f"`{g}={v}`" for g, v in picks) + ".")
             lines += ["", *_key_table(option.keys)]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -401,3 +401,17 @@ def test_run_ids_made_of_digits_stay_strings():
 
     cfg = compose(["model=bert_tiny", "model.pretrained=007123", "resume=124013"])
     assert cfg.model.pretrained == "007123" and cfg.resume == "124013"
+
+
+def test_every_trainer_starts_from_the_cpu_trainer_and_a_copy_of_it_changes_them_all(tmp_path):
+    assert run_main("config", "copy", "trainer/cpu", cwd=tmp_path).returncode == 0
+    copy = tmp_path / "conf" / "trainer" / "cpu.yaml"
+    copy.write_text(copy.read_text().replace("max_epochs: 30", "max_epochs: 7"))
+    for option, accelerator, strategy in [("cpu", "cpu", "auto"), ("gpu", "gpu", "auto"),
+                                          ("multi_gpu", "gpu", "ddp"), ("ddp_cpu", "cpu", "ddp"),
+                                          ("fsdp", "gpu", "fsdp"), ("multi_node", "gpu", "ddp")]:
+        result = run_main("config", "show", f"trainer={option}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        trainer = yaml.safe_load(result.stdout)["trainer"]
+        assert (trainer["max_epochs"], trainer["accelerator"], trainer["strategy"]) == (7, accelerator, strategy)
+        assert trainer["log_every_n_steps"] == 10 and "defaults" not in trainer

@@ -51,8 +51,13 @@ def test_generator_reads_comments_packages_and_nested_keys(tmp_path):
         encoding="utf-8")
     (tmp_path / "precision" / "bf16.yaml").write_text("# @package trainer\n# bfloat16.\nprecision: bf16-mixed\n",
                                                       encoding="utf-8")
+    (tmp_path / "model" / "wide.yaml").write_text("# Small, wider.\ndefaults:\n  - small\n  - _self_\nwidth: 64\n",
+                                                  encoding="utf-8")
     text = docs_reference.render(tmp_path)
     assert "| `seed` | `1` | Seed for everything. |" in text
+    wide = text.split("### `model=wide`")[1]
+    assert "Extends [`model=small`](#model-small)" in wide and "| `model.width` | `64` |" in wide
+    assert "Also picks" not in wide
     assert "| `model` | `small` |" in text
     assert "A small model." in text
     assert "| `model.width` | `8` | width of the layer (in features) |" in text
