@@ -246,7 +246,8 @@ def predict(
     ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
     texts: Optional[list[str]] = typer.Argument(None, help="Inputs: texts, or image files for image models."),  # noqa: UP045
     input_file: Optional[str] = typer.Option(None, "--input", "-i", help="File of inputs, one per line; - is stdin."),  # noqa: UP045
-    fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl or csv."),
+    fmt: str = typer.Option("table", "--format", "-f",
+                            help="table, jsonl, csv, or text (one line per input: label, translation or filled text)."),
     top_k: Optional[int] = typer.Option(  # noqa: UP045
         None, "--top-k", min=1, help="Classifiers: the k most likely labels (default 1); masked LM: k fills (5)."),
     beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, help="Seq2seq: beam search width (1: greedy)."),  # noqa: UP045
@@ -260,17 +261,21 @@ def predict(
     from dlkit import inference
     from dlkit.tracking import tables
 
-    if fmt not in ("table", "jsonl", "csv"):
-        raise UsageError(f"--format {fmt}: choose table, jsonl or csv.")
-    inputs = list(texts or [])
+    if fmt not in ("table", "jsonl", "csv", "text"):
+        raise UsageError(f"--format {fmt}: choose table, jsonl, csv or text.")
+    lines = list(texts or [])
     if input_file:
-        source = sys.stdin.read() if input_file == "-" else _read_inputs(input_file)
-        inputs += [line for line in source.splitlines() if line.strip()]
+        lines += (sys.stdin.read() if input_file == "-" else _read_inputs(input_file)).splitlines()
+    inputs = [line for line in lines if line.strip()]  # empty lines are not predicted
     loaded = inference.load(ref, [], output_dir, for_predict=True)
     options = {name: value for name, value in (("top_k", top_k), ("beam_size", beam_size)) if value is not None}
     records = inference.predict(loaded, inputs, batch_size=batch_size, **options)
     if fmt == "jsonl":
         typer.echo("\n".join(_json.dumps(r) for r in records))
+        return
+    if fmt == "text":  # one line per input line, an empty one for an empty one: the output lines up with the input
+        results = iter(records)
+        typer.echo("\n".join(inference.as_text(next(results)) if line.strip() else "" for line in lines))
         return
     header = list(records[0])
     _emit(tables.render(header, [[r.get(k) for k in header] for r in records], "csv" if fmt == "csv" else "table"))

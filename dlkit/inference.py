@@ -185,3 +185,19 @@ def predict(loaded: Loaded, inputs: list[str], batch_size: int = 64, **options: 
             for raw, record in zip(chunk, loaded.task.predict_batch(batch, **options)):
                 records.append({"input": raw, **record})
     return records
+
+
+def as_text(record: dict[str, Any]) -> str:
+    """A prediction as one line of plain text (`predict --format text`): the label, the translation, or the input
+    with each [MASK] replaced by its most likely fill (a `##` word piece joined to the word before it)."""
+    if "translation" in record:
+        return str(record["translation"])
+    if "label" in record:
+        return str(record["label"])
+    text = str(record["input"])
+    for fills in record.get("fills", []):
+        if fills:
+            token: str = fills[0]["token"]
+            mask = r"\s?\[MASK\]" if token.startswith("##") else r"\[MASK\]"
+            text = re.sub(mask, token.removeprefix("##").replace("\\", "\\\\"), text, count=1)
+    return text

@@ -140,6 +140,11 @@ def test_pretraining_lowers_the_mlm_and_nsp_losses_then_fills_masks(pretrained_r
     assert filled.returncode == 0, filled.stderr[-2000:]
     fills = json.loads(filled.stdout.splitlines()[0])["fills"]
     assert len(fills) == 1 and len(fills[0]) == 3
+    top = fills[0][0]["token"]
+    as_text = run_cli("predict", str(pretrained_run), "the [MASK] and the rain were cold", "-f", "text",
+                      cwd=pretrained_run)
+    expected = (f"the{top[2:]}" if top.startswith("##") else f"the {top}") + " and the rain were cold"
+    assert as_text.stdout == expected + "\n"
 
 
 @pytest.mark.slow

@@ -78,6 +78,19 @@ def test_predict_texts_from_arguments_and_stdin(text_run):
     piped = subprocess.run([dlkit_bin(), "predict", "latest", "--input", "-", "-f", "jsonl"], cwd=root, text=True,
                            input="the story was not boring\nthe music was dull\n", capture_output=True)
     assert [json.loads(line)["label"] for line in piped.stdout.splitlines()] == ["positive", "negative"]
+    as_text = run_main("predict", "latest", "the acting was truly wonderful", "the plot was not good", "-f", "text",
+                       cwd=root)
+    assert as_text.returncode == 0 and as_text.stdout == "positive\nnegative\n"
+
+
+def test_text_format_is_the_label_the_translation_or_the_filled_input():
+    from dlkit.inference import as_text
+
+    assert as_text({"input": "x", "label": "spam", "probability": 0.9}) == "spam"
+    assert as_text({"input": "a b", "translation": "b a"}) == "b a"
+    fills = [[{"token": "wind", "probability": 0.4}, {"token": "sun", "probability": 0.1}],
+             [{"token": "##s", "probability": 0.3}]]
+    assert as_text({"input": "the [MASK] and the rain [MASK] cold", "fills": fills}) == "the wind and the rains cold"
 
 
 def test_export_onnx_and_torchscript_match_pytorch(digits_run, text_run):

@@ -131,6 +131,10 @@ def test_transformer_trains_through_the_cli_and_translates(tmp_path):
     beam = run_cli("predict", "latest", "--beam-size", "3", "-f", "jsonl", "a1 b2 c3", "k3 j2", cwd=tmp_path)
     assert beam.returncode == 0, beam.stderr[-2000:]
     assert len(beam.stdout.splitlines()) == 2
+    (tmp_path / "source.txt").write_text("a1 b2 c3\n\nk3 j2\n")  # an empty line stays an empty line
+    plain = run_cli("predict", "latest", "--beam-size", "3", "-f", "text", "-i", "source.txt", cwd=tmp_path)
+    first, second = (json.loads(line)["translation"] for line in beam.stdout.splitlines())
+    assert plain.stdout.splitlines() == [first, "", second]
 
     # export: next-token logits for (source, target prefix), lengths dynamic in ONNX
     import onnxruntime
