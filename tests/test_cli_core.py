@@ -278,7 +278,9 @@ def _complete_like_bash(words: list[str], cword: int, cwd) -> list[str]:
 
 
 def test_bash_completion_of_group_options_after_the_equals_sign(tmp_path):
-    script = run_cli("--show-completion", "bash", cwd=tmp_path).stdout
+    shown = run_cli("--show-completion", "bash", cwd=tmp_path)
+    assert shown.returncode == 0, f"exit {shown.returncode}: {shown.stderr[-2000:]}"
+    script = shown.stdout
     # the function joins bash's words with newlines (local IFS) and passes the index of the cursor's word
     assert 'COMP_WORDS="${COMP_WORDS[*]}"' in script and "COMP_CWORD=$COMP_CWORD" in script
     assert "_DLKIT_COMPLETE=complete_bash" in script and "local IFS=$'\n'" in script

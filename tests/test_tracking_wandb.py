@@ -120,13 +120,20 @@ def test_failed_run_ends_its_wandb_run_as_failed(tmp_path):
 
 @slow
 def test_interrupted_run_ends_its_wandb_run_as_failed(tmp_path):
-    process = subprocess.Popen([dlkit_bin(), "train", "trainer.max_epochs=100000", "callbacks=minimal"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([dlkit_bin(), "train", "trainer.max_epochs=100000", "callbacks=minimal", "-v"],
+                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + 180
     while time.time() < deadline and not list((tmp_path / "outputs").rglob("checkpoints/last.ckpt")):
         time.sleep(0.3)  # an epoch has ended: training is under way
     process.send_signal(signal.SIGINT)  # Ctrl+C
-    assert process.wait(timeout=120) != 0
+    try:
+        code = process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"still running 120 s after Ctrl+C; its stderr ends with:\n{log.read_text()[-3000:]}")
+    assert code != 0
     [run] = run_folders(tmp_path)
     assert summary(run)["status"] == "interrupted"
     logged = inspect_run(run)
