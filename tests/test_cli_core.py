@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import QUICK, run_cli, run_folders, run_main, summary
+from conftest import QUICK, dlkit_bin, run_cli, run_folders, run_main, summary
 
 
 @pytest.mark.slow
@@ -214,8 +214,6 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     import signal
     import time
 
-    from conftest import dlkit_bin
-
     # a shell's background job may ignore SIGINT; the child gets the default back, as in a terminal
     process = subprocess.Popen([dlkit_bin(), "train", "trainer.max_epochs=100000", "callbacks=minimal"], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -278,7 +276,9 @@ def _complete_like_bash(words: list[str], cword: int, cwd) -> list[str]:
 
 
 def test_bash_completion_of_group_options_after_the_equals_sign(tmp_path):
-    shown = run_cli("--show-completion", "bash", cwd=tmp_path)
+    # Typer finds the shell among the command's parent processes: run it from bash, as a user does
+    shown = subprocess.run(["bash", "-c", f"'{dlkit_bin()}' --show-completion"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
     assert shown.returncode == 0, f"exit {shown.returncode}: {shown.stderr[-2000:]}"
     script = shown.stdout
     # the function joins bash's words with newlines (local IFS) and passes the index of the cursor's word
