@@ -17,7 +17,7 @@ training-batch starts (Lightning's on_train_batch_start; the same point in the p
 each interval being one whole training iteration (fetch, step, hooks, logging), validation and epoch ends left out
 of both. Paired: after each measured epoch the same process runs one epoch of the plain loop (its own copy of the
 model and optimizer), and each epoch's rate is divided by the plain epoch's that follows it. The speed of this
-shared machine drifts by tens of percent over a minute (a plain loop alone gave 330 to 590 steps/s in different
+shared machine drifts by tens of percent over a minute (a plain loop alone gave 270 to 590 steps/s in different
 processes), so runs in separate processes cannot be compared to a few percent; epochs a second apart in one process
 can. A run's figures are the medians over its epochs; the table gives the medians over the repeats. Time is the
 process's CPU time (all its threads: W&B's threads inside the training process count, and they also run during

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,15 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
     """Run `dlkit ARGS...` as a user would, capturing its output."""
     return subprocess.run([dlkit_bin(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def start_cli(*args: str, cwd: Path, **popen: Any) -> subprocess.Popen:
+    """Start `dlkit ARGS...` without waiting, as a terminal starts it: Ctrl+C (SIGINT) reaches it even when pytest
+    itself runs as a script's background job (`cmd &`), which makes it and its children ignore SIGINT."""
+    import signal
+
+    return subprocess.Popen([dlkit_bin(), *args], cwd=cwd, **popen,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def run_main(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import QUICK, dlkit_bin, run_cli, run_folders, run_main, summary
+from conftest import QUICK, dlkit_bin, run_cli, run_folders, run_main, start_cli, summary
 
 
 @pytest.mark.slow
@@ -214,10 +214,8 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     import signal
     import time
 
-    # a shell's background job may ignore SIGINT; the child gets the default back, as in a terminal
-    process = subprocess.Popen([dlkit_bin(), "train", "trainer.max_epochs=100000", "callbacks=minimal"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = start_cli("train", "trainer.max_epochs=100000", "callbacks=minimal", cwd=tmp_path,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "outputs").rglob("metrics.csv")):
         time.sleep(0.5)

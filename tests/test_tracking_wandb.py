@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import QUICK, dlkit_bin, run_cli, run_folders, summary
+from conftest import QUICK, run_cli, run_folders, start_cli, summary
 
 slow = pytest.mark.slow
 WANDB_QUICK = [o for o in QUICK if not o.startswith("logger=")]
@@ -122,11 +122,8 @@ def test_failed_run_ends_its_wandb_run_as_failed(tmp_path):
 def test_interrupted_run_ends_its_wandb_run_as_failed(tmp_path):
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
-        # Ctrl+C reaches dlkit even when pytest itself was started in the background by a script (`cmd &`), which
-        # makes it and its children ignore SIGINT
-        process = subprocess.Popen([dlkit_bin(), "train", "trainer.max_epochs=100000", "callbacks=minimal", "-v"],
-                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        process = start_cli("train", "trainer.max_epochs=100000", "callbacks=minimal", "-v", cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + 180
     while time.time() < deadline and not list((tmp_path / "outputs").rglob("checkpoints/last.ckpt")):
         time.sleep(0.3)  # an epoch has ended: training is under way
