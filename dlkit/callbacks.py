@@ -3,10 +3,53 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks import Checkpoint, RichProgressBar
+from pytorch_lightning.trainer.states import TrainerFn
+
+from dlkit.tasks.base import resumed_mid_epoch
+
+
+class LastCheckpoint(Checkpoint):
+    """Keep `last.ckpt` the newest training state, whatever the monitored metric did.
+
+    Written at the end of every validation and every training epoch, every `every_n_train_steps` optimizer steps
+    and when training ends. Lightning's `ModelCheckpoint(save_last=True)` with a monitor refreshes last.ckpt only
+    when it also saves a top-k file, so after epochs without improvement "last" was really "best" and a resumed
+    run trained those epochs again. As a `Checkpoint`, Lightning runs it after every other callback (the best
+    checkpoint and early stopping included), so the state it saves is complete.
+    """
+
+    FILE = "last.ckpt"
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
+        self.path = Path(dirpath) / self.FILE
+        self.every_n_train_steps = every_n_train_steps or 0
+        self._saved_step = -1
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if (trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING
+                or trainer.global_step == self._saved_step):
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
 
 
 class EpochSeeder(pl.Callback):
@@ -36,7 +79,7 @@ class EpochSeeder(pl.Callback):
         self._restored = state_dict
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._restored and trainer.fit_loop.restarted_mid_epoch:
+        if self._restored and resumed_mid_epoch(trainer):
             import random
 
             import numpy as np

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from dlkit.errors import DlkitError, UsageError
+from dlkit.errors import DlkitError, Stopped, UsageError
 
 OVERRIDES_HELP = """Hydra overrides: GROUP=OPTION picks a config (model=lenet), KEY=VALUE sets a value
 (optimizer.lr=3e-4), +KEY=VALUE adds a key, ~KEY removes one (~callbacks.early_stopping)."""
@@ -472,6 +472,9 @@ def main() -> None:
         sys.exit(err.exit_code)
     except (click.exceptions.Abort, typer_exceptions.Abort):
         sys.exit(130)
+    except Stopped as stop:
+        typer.secho(f"Stopped: {stop.reason}.", fg="yellow", err=True)
+        sys.exit(stop.exit_code)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line (traceback with --verbose)
         _fail(err, 1, verbose)
     if code == 130:

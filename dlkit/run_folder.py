@@ -15,10 +15,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,6 +28,81 @@ OVERRIDES = "overrides.yaml"
 SUMMARY = "summary.json"
 ENVIRONMENT = "environment.json"
 LOG = "train.log"
+LOCK = ".lock"
+# the writer locks this process holds: run folder -> its open lock file
+_held: dict[str, IO[str]] = {}
+
+
+@contextmanager
+def writing(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's writer lock while the block runs: one process writes a run folder at a time.
+
+    The lock (flock on RUN/.lock, released by the kernel when the process dies, even by SIGKILL) names its holder;
+    a second writer is refused with one line naming it. Re-entrant within a process; the other ranks of a DDP run
+    write nothing and take no lock.
+    """
+    key = str(Path(run_dir).resolve())
+    if key in _held:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    from dlkit.errors import DlkitError
+
+    handle = open(Path(run_dir) / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DlkitError(f"{run_dir} is being written by {holder}: wait for that run to end (or stop it), "
+                         "then try again.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {platform.node()} (since {datetime.now().isoformat(timespec='seconds')})")
+    handle.flush()
+    _held[key] = handle
+    try:
+        yield
+    finally:
+        _held.pop(key, None)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def process_start(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), from /proc on Linux; None where that cannot be told."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
+        return None
+
+
+def process_alive(pid: int | None, host: str | None = None, started_by: float | None = None) -> bool | None:
+    """Whether the process `pid` of `host` still runs: None when that cannot be told (another host, no pid).
+
+    With `started_by` (seconds since the epoch), a process that started later than that (a few seconds of slack) is
+    another process that reuses the pid: the one asked about is gone.
+    """
+    if not pid or (host and host != platform.node()):
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return None
+    started = process_start(int(pid))
+    return started is None or started_by is None or started <= float(started_by) + 5
 
 
 def new_folder(output_dir: str | Path, multirun: bool = False) -> Path:
@@ -82,9 +158,10 @@ def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], choices: 
                  command: str = "train", resumed_from: str | None = None) -> None:
     """Write config.yaml, overrides.yaml, environment.json and a 'running' summary.json (a resumed run keeps
     its first start and adds the resume to `resumes`)."""
+    process = {"pid": os.getpid(), "pid_started": process_start(os.getpid()), "host": platform.node()}
     if resumed_from:
         summary = read_json(run_dir / SUMMARY)
-        summary.update(status="running", pid=os.getpid(), host=platform.node(),
+        summary.update(status="running", **process,
                        resumes=[*summary.get("resumes", []), {"at": datetime.now().isoformat(timespec="seconds"),
                                                                "from": resumed_from, "overrides": list(overrides)}])
         OmegaConf.save(cfg, run_dir / CONFIG, resolve=True)
@@ -96,7 +173,7 @@ def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], choices: 
     write_json(run_dir / SUMMARY, {
         "status": "running", "command": command, "name": cfg.get("name"), "overrides": list(overrides),
         "choices": choices or {}, "optimized_metric": cfg.get("optimized_metric"),
-        "started": datetime.now().isoformat(timespec="seconds"), "pid": os.getpid(), "host": platform.node(),
+        "started": datetime.now().isoformat(timespec="seconds"), **process,
     })
 
 
@@ -219,6 +296,24 @@ def relocate_checkpoint(path: Path, old: str | Path, new: str | Path) -> bool:
         checkpoint["callbacks"] = callbacks
         AtomicCheckpointIO().save_checkpoint(checkpoint, path)
     return changed
+
+
+def clean_for_resume(checkpoints: Path, checkpoint: Path) -> list[str]:
+    """Before resuming from `checkpoint`, remove what the lost segment after it left in the checkpoint folder:
+    temporary files of interrupted writes, and checkpoints written after it (the resumed run writes them again;
+    kept, a best-*.ckpt of the lost segment would stand beside the resumed run's own, whatever save_top_k says).
+    Returns the names removed."""
+    if not checkpoints.is_dir():
+        return []
+    since = checkpoint.stat().st_mtime_ns
+    removed = []
+    for path in sorted(checkpoints.iterdir()):
+        stale = path.name.endswith(".tmp") or (path.suffix == ".ckpt" and path != checkpoint
+                                                and path.stat().st_mtime_ns > since)
+        if stale and path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 def is_run_folder(path: Path) -> bool:

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from dlkit import run_folder
 from dlkit.config import compose_with_choices, expand_sweep
-from dlkit.errors import DlkitError, UsageError
+from dlkit.errors import DlkitError, Stopped, UsageError, stop_on_signals
 from dlkit.tracking.wandb_logger import wandb_summary
 
 log = logging.getLogger("dlkit")
@@ -96,7 +96,7 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
         console.rule(escape(f"job {number}: {' '.join(job.overrides) or '(defaults)'}"))
         try:
             run_job(job, run_folder.job_folder(root, number))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stopped):
             _write_multirun(root, jobs)
             raise
         except Exception as err:  # noqa: BLE001 - one failed job must not stop the sweep
@@ -124,37 +124,84 @@ def _launch_elsewhere(jobs: list[Job], root: Path, config_dir: str | None) -> li
 
 
 def resume(job: Job) -> Job:
-    """Continue an earlier run in its own folder from its last.ckpt, with its own config.
+    """Continue an earlier run in its own folder from its last.ckpt (or from the checkpoint file `resume` names),
+    with its own config.
 
     Plain `key=value` overrides of the command (e.g. a larger trainer.max_epochs) apply on top; choosing
-    other configs (`model=...`) would make another run, and is refused.
+    other configs (`model=...`) would make another run, and is refused. What the lost segment after the checkpoint
+    left behind (its metrics.csv rows, temporary files and later checkpoints) is removed first.
     """
     from omegaconf import OmegaConf
 
+    from dlkit.tracking.csv_logger import drop_rows_after
+
+    ref = Path(str(job.cfg.resume)).expanduser()
     run_dir = run_folder.find_run(job.cfg.resume, job.cfg.paths.output_dir)
+    checkpoint = ref.resolve() if ref.suffix == ".ckpt" and ref.is_file() else run_dir / "checkpoints" / "last.ckpt"
     saved_choices = run_folder.read_json(run_dir / run_folder.SUMMARY).get("choices") or {}
     picks = [o for o in job.overrides if o.split("=", 1)[0] in job.choices]
     changed = [o for o in picks if saved_choices.get(o.split("=", 1)[0]) != o.split("=", 1)[1].strip("'\"")]
     if changed:
         raise UsageError(f"'{changed[0]}' picks another config than the run used; a resumed run keeps its own. "
                          "Drop it, or start a new run.")
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
         raise DlkitError(f"{run_dir} has no checkpoints/last.ckpt, so it cannot be resumed; train it again.")
-    plain = [o for o in job.overrides if not o.startswith(("resume=", "+", "~")) and "=" in o and o not in picks]
-    saved = OmegaConf.load(run_dir / run_folder.CONFIG)
-    trained_in = saved.get("paths", {}).get("run_dir")
-    if trained_in and Path(trained_in) != run_dir:
-        # a copied or moved run: its config and checkpoint still name the folder it was trained in; point them
-        # here, so the run continues in this folder and never writes into the original
-        saved = run_folder.relocate_config(saved, run_dir)
-        run_folder.relocate_checkpoint(checkpoint, trained_in, run_dir)
-        console.print(f"{run_dir} was trained in {trained_in}: it continues here.", markup=False)
-    job.cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(plain))
-    job.choices = saved_choices or job.choices
-    console.print(f"Resuming {run_dir} from {checkpoint.name}", markup=False)
-    run_job(job, run_dir, ckpt_path=str(checkpoint))
+    with run_folder.writing(run_dir):
+        state = _resume_state(checkpoint)
+        step = int(state["global_step"])
+        plain = [o for o in job.overrides if not o.startswith(("resume=", "+", "~")) and "=" in o and o not in picks]
+        saved = OmegaConf.load(run_dir / run_folder.CONFIG)
+        _check_more_to_train(state, OmegaConf.merge(saved, OmegaConf.from_dotlist(plain)), plain)
+        run_folder.clean_for_resume(checkpoint.parent, checkpoint)
+        drop_rows_after(run_dir / "metrics.csv", step)
+        trained_in = saved.get("paths", {}).get("run_dir")
+        if trained_in and Path(trained_in) != run_dir:
+            # a copied or moved run: its config and checkpoint still name the folder it was trained in; point them
+            # here, so the run continues in this folder and never writes into the original
+            saved = run_folder.relocate_config(saved, run_dir)
+            run_folder.relocate_checkpoint(checkpoint, trained_in, run_dir)
+            console.print(f"{run_dir} was trained in {trained_in}: it continues here.", markup=False)
+        job.cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(plain))
+        if (job.cfg.get("logger") or {}).get("tensorboard"):
+            with open_dict(job.cfg):  # TensorBoard hides the events of the lost segment's steps
+                job.cfg.logger.tensorboard.purge_step = step
+        job.choices = saved_choices or job.choices
+        console.print(f"Resuming {run_dir} from {checkpoint.name} (step {step})", markup=False)
+        run_job(job, run_dir, ckpt_path=str(checkpoint))
     return job
+
+
+def _resume_state(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's contents (tensors memory-mapped); a damaged one is refused, naming a checkpoint to resume from."""
+    try:
+        state = run_folder.torch_load_lazily(checkpoint)
+        int(state["global_step"])
+        return state
+    except Exception as err:  # noqa: BLE001 - any unreadable file is refused the same way
+        others = [p for p in sorted(checkpoint.parent.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns,
+                                    reverse=True) if p != checkpoint]
+        best = run_folder.best_checkpoint(checkpoint.parent)
+        offer = best if best is not None and best != checkpoint else (others[0] if others else None)
+        hint = f"resume from another checkpoint: dlkit train resume={offer}" if offer else "train the run again"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DlkitError(f"{checkpoint} cannot be read, it is damaged or truncated ({reason}); {hint}.") from err
+
+
+def _check_more_to_train(state: dict[str, Any], cfg: DictConfig, plain: list[str]) -> None:
+    """Refuse a resume whose trainer.max_epochs or max_steps the checkpoint has reached already (nothing to train)."""
+    if not cfg.get("fit", True):
+        return
+    epoch_loop = state.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    epochs = int(state.get("epoch", 0)) + int(bool(epoch_loop.get("is_last_batch")))  # epochs trained to the end
+    step = int(state["global_step"])
+    mine = "" if any(o.startswith("trainer.max_") for o in plain) else " (the run's own setting)"
+    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
+    if max_epochs not in (None, -1) and int(max_epochs) <= epochs:
+        raise UsageError(f"trainer.max_epochs={max_epochs}{mine}: the checkpoint has trained {epochs} epochs "
+                         f"already. Give more to train on, e.g. trainer.max_epochs={epochs + 10}.")
+    if max_steps not in (None, -1) and int(max_steps) <= step:
+        raise UsageError(f"trainer.max_steps={max_steps}{mine}: the checkpoint is at step {step} already. "
+                         f"Give more to train on, e.g. trainer.max_steps={2 * step}.")
 
 
 def _new_run_dir(cfg: DictConfig) -> Path:
@@ -167,11 +214,21 @@ def _new_run_dir(cfg: DictConfig) -> Path:
 
 
 def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None, callbacks: list | None = None) -> dict[str, float]:
-    """Record, train (with its DDP ranks when asked) and finish one job in run_dir."""
-    from dlkit.distributed import external_launcher, global_rank, ranks
-    from dlkit.training import train as train_model
+    """Record, train (with its DDP ranks when asked) and finish one job in run_dir, holding its writer lock."""
+    from dlkit.distributed import external_launcher, global_rank
 
     writer = not (external_launcher() and global_rank() != 0)
+    if writer:
+        with run_folder.writing(run_dir):
+            return _run_job(job, run_dir, writer, ckpt_path, callbacks)
+    return _run_job(job, run_dir, writer, ckpt_path, callbacks)
+
+
+def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callbacks: list | None) -> dict[str, float]:
+    from dlkit.distributed import ranks
+    from dlkit.training import train as train_model
+
+    stop_on_signals()
     job.run_dir = run_dir
     with open_dict(job.cfg):
         job.cfg.paths.run_dir = str(run_dir)
@@ -183,13 +240,18 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None, callbacks: li
         with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path) as children:
             job.world_size = int(os.environ.get("WORLD_SIZE", len(children) + 1))
             job.metrics = train_model(job.cfg, ckpt_path=ckpt_path, callbacks=callbacks)
+    except Stopped as stop:
+        job.status, job.error = "interrupted", stop.reason
+        raise
     except (KeyboardInterrupt, SystemExit) as stop:
         # Lightning turns Ctrl+C into a graceful shutdown followed by SystemExit(1)
         job.status, job.error = "interrupted", "interrupted by the user"
         raise KeyboardInterrupt from stop
     except UsageError as err:
-        # the config asked for something impossible that only showed once the data was read: no run happened
-        job.status, job.error, writer = "refused", str(err), False
+        # the config asked for something impossible that only showed once the data was read: no run happened (a
+        # resumed run keeps its folder and records the refusal as a failure)
+        job.status, job.error = ("failed" if ckpt_path else "refused"), str(err)
+        writer = writer and bool(ckpt_path)
         raise
     except Exception as err:
         job.status = "failed"

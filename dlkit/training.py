@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
+from pytorch_lightning.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 
 from dlkit.callbacks import EpochSeeder
 from dlkit.checkpointing import AtomicCheckpointIO
@@ -89,7 +89,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = N
         default_root_dir=cfg.paths.run_dir,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         enable_model_summary=any(isinstance(c, ModelSummary) for c in callbacks),
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
     )
 
 
@@ -125,19 +125,25 @@ def _fit_and_test(cfg: DictConfig, datamodule: DataModule, task: Task, trainer: 
     if cfg.get("fit", True):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_floats(trainer.callback_metrics))
-    checkpoint = trainer.checkpoint_callback
-    best_path = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+    checkpoint = best_checkpoint_callback(trainer)
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
     if cfg.get("test", True):
         results = trainer.test(task, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         for result in results:
             metrics.update(_floats(result))
-    best = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
+    best = checkpoint.best_model_score if checkpoint is not None else None
     monitored = cfg.get("optimized_metric")
     if best is not None:
         metrics["optimized_metric"] = float(best)
     elif monitored in metrics:
         metrics["optimized_metric"] = metrics[monitored]
     return metrics
+
+
+def best_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The ModelCheckpoint that ranks checkpoints by a metric (else the first ModelCheckpoint, else None)."""
+    models = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    return next((c for c in models if c.monitor), models[0] if models else None)
 
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:

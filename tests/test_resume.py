@@ -55,7 +55,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_resume_refuses_other_configs_and_missing_checkpoints(tmp_path):
-    assert run_cli("train", "debug=limit", "~callbacks.model_checkpoint", "logger=csv", cwd=tmp_path).returncode == 0
+    assert run_cli("train", "debug=limit", "~callbacks.last_checkpoint", "logger=csv", cwd=tmp_path).returncode == 0
     no_ckpt = run_cli("train", "resume=latest", cwd=tmp_path)
     assert no_ckpt.returncode == 1 and "has no checkpoints/last.ckpt" in no_ckpt.stderr
     other = run_main("train", "resume=latest", "model=lenet", cwd=tmp_path)
@@ -83,7 +83,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
 
-def test_checkpoint_every_n_steps_refreshes_last_ckpt_mid_epoch(tmp_path):
+def test_checkpoint_every_n_steps_keeps_step_checkpoints(tmp_path):
     result = run_cli("train", "callbacks=minimal", "logger=csv", "trainer.max_epochs=1",
                      "callbacks.model_checkpoint.every_n_train_steps=7", "callbacks.model_checkpoint.save_top_k=-1",
                      "callbacks.model_checkpoint.monitor=null",

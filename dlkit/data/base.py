@@ -91,23 +91,34 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._served, self._skip = 0, 0
+        self._served, self._skip, self._skip_epoch = 0, 0, None
+
+    def _epoch(self) -> int | None:
+        """The epoch the sampler was set to (Lightning calls set_epoch before every epoch)."""
+        for sampler in (self.batch_sampler, self.sampler):
+            epoch = getattr(sampler, "epoch", None)
+            if isinstance(epoch, int):
+                return epoch
+        return None
 
     def __iter__(self):
-        self._served, skip = 0, self._skip
-        self._skip = 0
+        # skip only within the epoch the state was saved in: a state saved after an epoch's last batch (with
+        # trainer.limit_train_batches, fewer than len(self)) is followed by a new epoch, which starts at its beginning
+        skip = self._skip if self._skip_epoch == self._epoch() else 0
+        self._served, self._skip = 0, 0
         for number, batch in enumerate(super().__iter__()):
             if number < skip:
                 continue
             self._served = number + 1
             yield batch
 
-    def state_dict(self) -> dict[str, int]:
-        return {"batches": self._served}
+    def state_dict(self) -> dict[str, int | None]:
+        return {"batches": self._served, "epoch": self._epoch()}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        served = int(state.get("batches", 0))
+    def load_state_dict(self, state: dict[str, int | None]) -> None:
+        served = int(state.get("batches") or 0)
         self._skip = served if served < len(self) else 0
+        self._skip_epoch = state.get("epoch", self._epoch())
 
 
 class DataModule(pl.LightningDataModule):

@@ -1,4 +1,4 @@
-"""Lightning callbacks of a sweep trial: report to Optuna and prune; notice a loss that is no longer finite.
+"""Lightning callbacks of a sweep trial: report to Optuna and prune; find a final loss that is not finite.
 
 Kept apart from dlkit.sweeps.study so that starting a sweep (and its worker processes) does not wait for
 Lightning to import.
@@ -41,23 +41,3 @@ def non_finite_loss(metrics: dict[str, Any]) -> str | None:
         if not math.isfinite(number):
             return f"{key} = {number}"
     return None
-
-
-class StopOnNonFiniteLoss(pl.Callback):
-    """After every training epoch and validation, look at the logged losses; a NaN or infinite one stops the
-    run (training on would only burn time) and is remembered in `found` so the trial can be failed."""
-
-    def __init__(self) -> None:
-        self.found: str | None = None
-
-    def _check(self, trainer: pl.Trainer) -> None:
-        if self.found is None and not trainer.sanity_checking:
-            self.found = non_finite_loss(trainer.callback_metrics)
-            if self.found is not None:
-                trainer.should_stop = True
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check(trainer)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check(trainer)

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlkit import run_folder, runner
 from dlkit.config import metric_mode
-from dlkit.errors import UsageError
+from dlkit.errors import Stopped, UsageError
 from dlkit.sweeps.space import as_override, grid, parse_space, suggest
 
 WORKER_ENV = "DLKIT_SWEEP_WORKER"
@@ -226,30 +226,8 @@ def process_alive(trial: Any) -> bool | None:
     host, _, pid = str(trial.user_attrs.get("process", "")).rpartition(":")
     if not host or not pid.isdigit():
         return None
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    except OSError:
-        return None
-    started = _process_start(int(pid))
-    reused = started is not None and trial.datetime_start is not None and started > trial.datetime_start.timestamp() + 5
-    return not reused
-
-
-def _process_start(pid: int) -> float | None:
-    """When a process started (seconds since the epoch), from /proc on Linux; None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
-        return None
+    started = trial.datetime_start.timestamp() if trial.datetime_start is not None else None
+    return run_folder.process_alive(int(pid), host, started_by=started)
 
 
 def _requeue(study, trial_id: int, number: int, params: dict[str, Any]) -> None:
@@ -302,7 +280,7 @@ def planned(study) -> int:
 
 
 class TrialFailed(Exception):
-    """A trial that must not count as complete: its run failed, or ran with a NaN loss, or gave no metric."""
+    """A trial that must not count as complete: its run failed, or had a non-finite loss, or gave no metric."""
 
     def __init__(self, reason: str, detail: str | None = None) -> None:
         self.reason = reason
@@ -421,7 +399,8 @@ def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: 
     """Run one claimed trial and tell the study how it ended; False when the sweep should stop here."""
     from optuna.trial import TrialState
 
-    from dlkit.sweeps.callbacks import PruneOnPlateau, StopOnNonFiniteLoss, non_finite_loss
+    from dlkit.sweeps.callbacks import PruneOnPlateau, non_finite_loss
+    from dlkit.tasks.base import NonFiniteLoss
 
     state, value = TrialState.FAIL, None
     try:
@@ -433,17 +412,19 @@ def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: 
         trial_dir = sweep_dir / f"trial_{trial.number:03d}"
         trial_dir.mkdir(parents=True, exist_ok=False)
         trial.set_user_attr("run_dir", str(trial_dir))
-        pruning, losses = PruneOnPlateau(trial, cfg.optimized_metric), StopOnNonFiniteLoss()
+        pruning = PruneOnPlateau(trial, cfg.optimized_metric)
         try:
-            runner.run_job(job, trial_dir, callbacks=[pruning, losses])
-        except (KeyboardInterrupt, SystemExit):
+            runner.run_job(job, trial_dir, callbacks=[pruning])
+        except (KeyboardInterrupt, SystemExit, Stopped):
             raise
+        except NonFiniteLoss as err:  # the run stopped at the step its training loss stopped being finite
+            raise TrialFailed("non-finite loss", str(err)) from err
         except Exception as err:
             raise TrialFailed(job.error or f"{type(err).__name__}: {err}") from err
-        bad_loss = losses.found or non_finite_loss(job.metrics)
+        bad_loss = non_finite_loss(job.metrics)  # a validation or test loss
         if bad_loss:
-            run_folder.record_end(trial_dir, "failed", job.metrics, error=f"NaN loss: {bad_loss}")
-            raise TrialFailed("NaN loss", bad_loss)
+            run_folder.record_end(trial_dir, "failed", job.metrics, error=f"non-finite loss: {bad_loss}")
+            raise TrialFailed("non-finite loss", bad_loss)
         if pruning.pruned:
             state = TrialState.PRUNED
         else:
@@ -451,7 +432,7 @@ def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: 
             if value is None or not math.isfinite(value):
                 raise TrialFailed(f"no finite {cfg.optimized_metric}")
             state = TrialState.COMPLETE
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, Stopped):
         _requeue(study, trial._trial_id, trial.number, trial.params)
         raise
     except TrialFailed as err:
@@ -468,7 +449,7 @@ def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: 
 
 
 def _failed(trial: Any, reason: str, message: str) -> None:
-    """Record why a trial failed: `fail_reason` (short: "NaN loss", or the error) and `error` (one line)."""
+    """Record why a trial failed: `fail_reason` (short: "non-finite loss", or the error) and `error` (one line)."""
     line = (message.strip().splitlines() or [reason])[0][:300]
     trial.set_user_attr("fail_reason", (reason.strip().splitlines() or ["error"])[0][:120])
     trial.set_user_attr("error", line)

@@ -12,9 +12,31 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
 from dlkit.data.spec import DataSpec
+from dlkit.errors import DlkitError
 
 # how often a training step's own value (`train/loss_step`) is handed to the progress bar, in seconds
 STEP_DISPLAY_INTERVAL = 0.5
+# where a checkpoint keeps the running state of the training epoch it was taken in (see Task.training_epoch_state)
+EPOCH_STATE = "dlkit_epoch_state"
+
+
+class NonFiniteLoss(DlkitError):
+    """The training loss became NaN or infinite: training on would only burn time, so the run fails."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"non-finite loss at step {step}: lower optimizer.lr, clip gradients "
+                         "(trainer.gradient_clip_val=1.0) or check the data for NaNs.")
+
+
+def resumed_mid_epoch(trainer: pl.Trainer) -> bool:
+    """Whether fit continues inside the epoch a checkpoint interrupted.
+
+    Lightning also calls a checkpoint taken after an epoch's last batch (at the end of its validation) "mid-epoch",
+    but the next batch then starts a new epoch: that is not a mid-epoch resume.
+    """
+    loop = trainer.fit_loop
+    return loop.restarted_mid_epoch and not loop.epoch_loop.batch_progress.is_last_batch
 
 
 class Task(pl.LightningModule):
@@ -39,6 +61,9 @@ class Task(pl.LightningModule):
         # stage -> name -> [sum of value * batch size, sum of batch sizes, logged per step too, on the bar]
         self._means: dict[str, dict[str, list[Any]]] = {}
         self._step_shown = float("-inf")
+        self._resumed_epoch_state: dict[str, Any] | None = None
+        # first global step whose training loss was not finite (-1: none), kept on the loss's device (see _watch)
+        self._first_bad_step: torch.Tensor | None = None
 
     # -- metrics ----------------------------------------------------------------------------------------------
     def log_mean(self, stage: str, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False,
@@ -72,6 +97,36 @@ class Task(pl.LightningModule):
             return True
         return False
 
+    # -- a loss that is no longer finite fails the run -------------------------------------------------------------
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._watch(loss)
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Stop at a NaN or infinite training loss, naming its step. On the CPU every step is looked at; on an
+        accelerator the first bad step is noted on the device (no synchronisation per step) and looked at when the
+        loggers write, at epoch ends and before every checkpoint, so no non-finite state is ever saved."""
+        finite = torch.isfinite(loss.detach())
+        if loss.device.type == "cpu":
+            if not bool(finite):
+                raise NonFiniteLoss(self.global_step)
+            return
+        first = self._first_bad_step
+        if first is None:
+            first = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._first_bad_step = torch.where(~finite & (first < 0), self.global_step, first)
+        every = self.trainer.log_every_n_steps or 1
+        if self.global_step % every == 0:
+            self.check_loss()
+
+    def check_loss(self) -> None:
+        """Raise NonFiniteLoss if a training step since the last look had a NaN or infinite loss."""
+        if self._first_bad_step is not None:
+            step = int(self._first_bad_step)
+            if step >= 0:
+                raise NonFiniteLoss(step)
+
     def end_epoch(self, stage: str) -> None:
         """Log the epoch means of the stage (averaged over processes under DDP) and start new ones.
 
@@ -81,6 +136,7 @@ class Task(pl.LightningModule):
             self.log(key, total / max(count, 1), on_step=False, on_epoch=True, prog_bar=prog_bar, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
+        self.check_loss()
         self.end_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -115,8 +171,30 @@ class Task(pl.LightningModule):
             return batch
         return apply_to_collection(batch, torch.Tensor, _to_channels_last)
 
+    # -- resuming mid-epoch ---------------------------------------------------------------------------------------
+    def training_epoch_state(self) -> dict[str, Any]:
+        """The running state of the current training epoch: the sums behind its means (subclasses add their metric
+        states). A checkpoint carries it, so an epoch resumed mid-way reports the means of all its batches."""
+        return {"means": {name: {"total": total, "count": count, "step": step, "prog_bar": prog_bar}
+                          for name, (total, count, step, prog_bar) in self._means.get("train", {}).items()}}
+
+    def load_training_epoch_state(self, state: dict[str, Any]) -> None:
+        """Continue the training epoch from training_epoch_state()."""
+        self._means["train"] = {name: [entry["total"].to(self.device), int(entry["count"]), bool(entry["step"]),
+                                       bool(entry["prog_bar"])] for name, entry in state.get("means", {}).items()}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_loss()
         checkpoint["dlkit"] = self.meta
+        checkpoint[EPOCH_STATE] = self.training_epoch_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_epoch_state = checkpoint.get(EPOCH_STATE)
+
+    def on_train_start(self) -> None:
+        state, self._resumed_epoch_state = self._resumed_epoch_state, None
+        if state and resumed_mid_epoch(self.trainer):
+            self.load_training_epoch_state(state)
 
 
 def _to_channels_last(tensor: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ class ClassificationTask(Task):
         metrics = MetricCollection({
             "acc": MulticlassAccuracy(spec.num_classes, average="micro"),
             "f1": MulticlassF1Score(spec.num_classes, average="macro"),
-        })
+        }, compute_groups=False)  # each metric keeps its own states: a mid-epoch checkpoint saves and restores them
         # ModuleDict keys must not shadow nn.Module attributes such as `train`
         self.metrics = nn.ModuleDict({f"{stage}_": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
         # (predicted labels, labels) of the batches not yet given to the metrics, and whether any were this epoch
@@ -79,6 +79,19 @@ class ClassificationTask(Task):
         self.log_dict(metrics.compute(), prog_bar=stage != "train", sync_dist=True, reduce_fx="max")
         metrics.reset()
         self._seen[stage] = False
+
+    def training_epoch_state(self) -> dict[str, Any]:
+        """The loss sums and the training metrics' states (integer counts) of the epoch so far."""
+        self._update_metrics("train")
+        states = {name: dict(metric.metric_state) for name, metric in self.metrics["train_"].items(keep_base=True)}
+        return {**super().training_epoch_state(), "metrics": states, "seen": self._seen["train"]}
+
+    def load_training_epoch_state(self, state: dict[str, Any]) -> None:
+        super().load_training_epoch_state(state)
+        for name, metric in self.metrics["train_"].items(keep_base=True):
+            for key, value in state.get("metrics", {}).get(name, {}).items():
+                setattr(metric, key, value.to(self.device))
+        self._seen["train"] = bool(state.get("seen"))
 
     def training_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import platform
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,7 +42,8 @@ class Run:
     def status(self) -> str:
         """running / finished / failed / interrupted; a 'running' run whose process is gone was interrupted."""
         status = self.summary.get("status", "unknown")
-        if status == "running" and not _alive(self.summary.get("pid"), self.summary.get("host")):
+        if status == "running" and run_folder.process_alive(self.summary.get("pid"), self.summary.get("host"),
+                                                             self.summary.get("pid_started")) is False:
             return "interrupted"
         return status
 
@@ -80,18 +79,6 @@ class Run:
 
     def final_metrics(self) -> dict[str, float]:
         return {k: v for k, v in (self.summary.get("metrics") or {}).items() if k.startswith(("val/", "test/"))}
-
-
-def _alive(pid: int | None, host: str | None) -> bool:
-    if not pid or (host and host != platform.node()):
-        return bool(pid)  # another machine's run: trust what it wrote
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load_runs(root: str | Path, status: str | None = None, model: str | None = None, data: str | None = None,

@@ -1,0 +1,25 @@
+"""Faults the tests inject into real `dlkit train` processes through the config (tests/ on PYTHONPATH):
+`+callbacks.kill._target_=faults.KillAt +callbacks.kill.step=12`."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytorch_lightning as pl
+
+
+class KillAt(pl.Callback):
+    """SIGKILL this process right after optimizer step `step`, once its loggers have written everything so far (the
+    worst case for a resume: rows past the last checkpoint are on disk). A resumed run (fit from a checkpoint) is
+    left alone."""
+
+    def __init__(self, step: int, sig: str = "SIGKILL") -> None:
+        self.step, self.signal = step, getattr(signal, sig)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.global_step == self.step and trainer.ckpt_path is None:
+            for logger in trainer.loggers:
+                logger.save()
+            os.kill(os.getpid(), self.signal)
