@@ -284,7 +284,8 @@ class TrialFailed(Exception):
 
     def __init__(self, reason: str, detail: str | None = None) -> None:
         self.reason = reason
-        super().__init__(f"{reason} ({detail})" if detail else reason)
+        super().__init__(detail if detail and detail.startswith(reason) else f"{reason} ({detail})" if detail
+                         else reason)
 
 
 def run(overrides: list[str], config_dir: str | None = None) -> Path:
