@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,9 +46,6 @@ def check(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
         raise UsageError(f"task={choices.get('task', cfg.task._target_)} does not handle {data_kind.replace('_', ' ')} "
                          f"data (data={data_name}); it handles {handled}.")
 
-    matmul = cfg.get("matmul_precision")
-    if matmul is not None and matmul not in ("highest", "high", "medium"):
-        raise UsageError(f"matmul_precision={matmul}: choose highest, high or medium (or null for torch's default).")
     trainer = cfg.trainer
     accelerator = str(trainer.get("accelerator", "auto"))
     precision = str(trainer.get("precision", "32-true"))
@@ -59,3 +58,10 @@ def check(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
                          "On the CPU use precision=bf16 or precision=32.")
     if "fsdp" in str(trainer.get("strategy")) and accelerator == "cpu":
         raise UsageError("FSDP needs GPUs; on the CPU use trainer=ddp_cpu.")
+    if accelerator == "cpu":
+        from dlkit.distributed import local_processes
+
+        processes, cores = local_processes(trainer), os.cpu_count() or 1
+        if processes > cores:
+            raise UsageError(f"trainer.devices={trainer.get('devices')} starts {processes} processes on this "
+                             f"machine's {cores} CPU cores: use at most {cores} (trainer.devices={cores}).")

@@ -46,9 +46,11 @@ class Job:
 
 def prepare(overrides: list[str], config_dir: str | None = None) -> Job:
     """Compose and check one job's config (no folder is created, nothing is trained)."""
+    from dlkit import schema
     from dlkit.checks import check
 
     cfg, choices = compose_with_choices(overrides, config_dir)
+    schema.check(cfg)
     check(cfg, choices)
     _apply_model_data_settings(cfg)
     with open_dict(cfg):

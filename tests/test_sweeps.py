@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import QUICK, dlkit_bin, run_cli, run_folders, summary
+from conftest import QUICK, dlkit_bin, run_cli, run_folders, run_main, summary
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.slow
@@ -131,7 +131,7 @@ def test_train_multirun_study_reports_and_status_finds_it_under_another_output_d
 
 def _custom_search(tmp_path, params: str, pruner: str = "none", seed: int = 0, n_trials: int = 2) -> None:
     folder = tmp_path / "conf" / "hparams_search"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "custom.yaml").write_text(
         f"# @package _global_\n# test search\nhparams_search:\n  n_trials: {n_trials}\n"
         f"  sampler: {{name: grid, seed: {seed}}}\n"
@@ -139,13 +139,21 @@ def _custom_search(tmp_path, params: str, pruner: str = "none", seed: int = 0, n
 
 
 def test_failed_trials_an_error_and_a_nan_loss_are_recorded_and_the_study_goes_on(tmp_path):
-    _custom_search(tmp_path, "    optimizer.lr: choice(0.001, -1.0, 1e30)\n", n_trials=3)
+    _custom_search(tmp_path, "    optimizer.lr: choice(0.001, -1.0)\n", n_trials=2)
+    refused = run_main("sweep", "hparams_search=custom", *FAST, cwd=tmp_path)  # checked before any trial
+    assert refused.returncode == 2 and not (tmp_path / "outputs").exists()
+    assert refused.stderr.startswith("error: hparams_search.params.optimizer.lr can give optimizer.lr=-1.0, which "
+                                     "is out of range: optimizer.lr takes a number > 0 (learning rate).")
+    # a setting only Lightning checks (when the trainer is built): that trial fails, the study goes on
+    _custom_search(tmp_path, "    optimizer.lr: choice(0.001, 1e30)\n"
+                             "    trainer.gradient_clip_algorithm: choice(norm, bogus)\n", n_trials=4)
     result = run_cli("sweep", "hparams_search=custom", *FAST, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = {t.params["optimizer.lr"]: t for t in _study(tmp_path, "custom").trials}
-    assert trials[0.001].state == TrialState.COMPLETE
-    error, nan = trials[-1.0], trials[1e30]
-    assert error.state == TrialState.FAIL and "Invalid learning rate" in error.user_attrs["error"]
+    trials = {(t.params["optimizer.lr"], t.params["trainer.gradient_clip_algorithm"]): t
+              for t in _study(tmp_path, "custom").trials}
+    assert trials[0.001, "norm"].state == TrialState.COMPLETE
+    error, nan = trials[0.001, "bogus"], trials[1e30, "norm"]
+    assert error.state == TrialState.FAIL and "gradient_clip_algorithm" in error.user_attrs["error"]
     assert summary(Path(error.user_attrs["run_dir"]))["status"] == "failed"
     # lr=1e30: the loss stops being finite; the run stops there and fails, the trial with it, both say why
     assert nan.state == TrialState.FAIL and nan.user_attrs["fail_reason"] == "non-finite loss"
@@ -153,7 +161,7 @@ def test_failed_trials_an_error_and_a_nan_loss_are_recorded_and_the_study_goes_o
     assert run["status"] == "failed" and run["error"].startswith("non-finite loss at step ")
     assert "Trial" in result.stdout and "failed: non-finite loss at step" in " ".join(result.stdout.split())
     status = run_cli("sweep", "status", "custom", cwd=tmp_path)
-    assert status.stdout.count("non-finite loss") == 1 and status.stdout.count("fail ") == 2
+    assert status.stdout.count("non-finite loss") == 1 and status.stdout.count("fail ") == 3
 
 
 def test_a_hopeless_trial_is_pruned(tmp_path):

@@ -34,6 +34,24 @@ def parse_space(params: dict[str, str]) -> dict[str, Any]:
     return space
 
 
+def check_space(space: dict[str, Any]) -> None:
+    """Refuse a space that can give a key a value its schema rule does not allow (an interval's ends, every value of
+    a range or a choice), before any trial runs."""
+    from dlkit.schema import rule_for
+
+    for key, sweep in space.items():
+        rule = rule_for(key)
+        if rule is None:
+            continue
+        values = [sweep.start, sweep.end] if isinstance(sweep, IntervalSweep) else (
+            _range(sweep) if isinstance(sweep, RangeSweep) else list(sweep.list))
+        for value in values:
+            problem = rule.problem(value)
+            if problem:
+                raise UsageError(f"hparams_search.params.{key} can give {key}={value}, which is {problem}: {key} "
+                                 f"takes {rule.describe()}. Example: {key}={rule.example}.")
+
+
 def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     """Ask an Optuna trial for a value of every parameter."""
     values = {}

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dlkit import run_folder, runner
 from dlkit.config import metric_mode
 from dlkit.errors import Stopped, UsageError
-from dlkit.sweeps.space import as_override, grid, parse_space, suggest
+from dlkit.sweeps.space import as_override, check_space, grid, parse_space, suggest
 
 WORKER_ENV = "DLKIT_SWEEP_WORKER"
 _MISSING = object()
@@ -87,6 +87,7 @@ def settings(overrides: list[str], config_dir: str | None) -> tuple[DictConfig, 
     search = job.cfg.get("hparams_search")
     if not search:
         raise UsageError("dlkit sweep needs hparams_search=NAME (see `dlkit config list hparams_search`).")
+    check_space(parse_space(OmegaConf.to_container(search.params, resolve=True)))
     name = search.get("study_name") or job.choices.get("hparams_search", "sweep")
     return job.cfg, job.choices, name
 
