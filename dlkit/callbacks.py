@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Checkpoint, RichProgressBar
+from pytorch_lightning.callbacks import Checkpoint, ModelSummary, RichProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 
 from dlkit.tasks.base import resumed_mid_epoch
@@ -34,7 +34,7 @@ class LastCheckpoint(Checkpoint):
         if (trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING
                 or trainer.global_step == self._saved_step):
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -129,8 +129,36 @@ class ThrottledRichProgressBar(RichProgressBar):
         trainer.progress_bar_metrics  # noqa: B018 - read for its reductions; the values are cached
         super().on_train_epoch_end(trainer, pl_module)
 
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version: a W&B id here, which says nothing about the training
+        return metrics
+
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         # a disabled bar (every rank but 0 under DDP) never learns its dataloader: ask it nothing
         if not self.is_disabled and self._due(batch_idx, self.total_val_batches_current_dataloader):
             super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+
+class ModelSummaryLine(ModelSummary):
+    """One line about the model when fitting starts: its class, parameter counts and size (Lightning's table lists
+    the task's internal modules, such as its metric collections, and FLOPs it does not measure)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_depth=1)
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int, **_: Any) -> None:
+        from pytorch_lightning.utilities.model_summary.model_summary import get_human_readable_count
+
+        from dlkit.ui import console
+
+        columns = dict(summary_data)
+        names, types = columns.get("Name", []), columns.get("Type", [])
+        model = types[names.index("model")] if "model" in names else "model"
+        frozen = total_parameters - trainable_parameters
+        detail = f", {get_human_readable_count(frozen)} frozen" if frozen else ""
+        console.print(f"Model: {model}, {get_human_readable_count(total_parameters).strip()} parameters"
+                      f"{detail} ({model_size:.1f} MB)", markup=False)

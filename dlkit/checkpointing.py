@@ -9,9 +9,16 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from dlkit.errors import DlkitError
+
+
+class CheckpointWriteError(DlkitError):
+    """A checkpoint could not be written: the disk is full, or the folder cannot be written."""
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Save to a temporary file beside the target, fsync, then rename over it."""
+    """Save to a temporary file beside the target, fsync, then rename over it; a failed write leaves the previous
+    file as it was and raises CheckpointWriteError (torch's own error names its C++ source file, not the cause)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         target = Path(path)
@@ -23,5 +30,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
+        except OSError as err:
+            raise CheckpointWriteError(f"could not write the checkpoint {target} ({err.strerror})") from err
+        except RuntimeError as err:  # torch's writer: "[enforce fail at inline_container.cc:N] ... write failed"
+            if "inline_container" not in str(err) and "write" not in str(err):
+                raise
+            raise CheckpointWriteError(f"could not write the checkpoint {target} (the write failed)") from err
         finally:
             tmp.unlink(missing_ok=True)

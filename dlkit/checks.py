@@ -28,10 +28,71 @@ def data_options_for(kinds: tuple[str, ...]) -> list[str]:
     return fitting
 
 
+def _targets(node: object, path: str = "") -> list[tuple[str, str]]:
+    """(key, `_target_`) of every node of the config that names something to build."""
+    found = []
+    if isinstance(node, DictConfig):
+        target = node.get("_target_")
+        if isinstance(target, str):
+            found.append((path, target))
+        for key in node:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                found += _targets(child, f"{path}.{key}".lstrip("."))
+    return found
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Import everything the config will build, so that a misspelt `_target_` stops before any work."""
+    import logging
+
+    from hydra.utils import get_object
+
+    quiet = logging.getLogger("hydra.utils")
+    level, quiet.level = quiet.level, logging.CRITICAL  # it logs the error itself before raising it
+    try:
+        for key, target in _targets(cfg):
+            try:
+                get_object(target)
+            except Exception as err:  # noqa: BLE001 - any import failure is refused the same way
+                raise UsageError(f"{key + '.' if key else ''}_target_={target} cannot be imported "
+                                 f"({_import_failure(target, err)}).{_close_name(target)} Check its spelling, or put "
+                                 "the module that defines it on PYTHONPATH.") from err
+    finally:
+        quiet.level = level
+
+
+def _import_failure(target: str, err: Exception) -> str:
+    """Why a target did not import, in one line: what is missing where (Hydra's wording), or the error raised."""
+    cause = err
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    parent, _, name = target.rpartition(".")
+    if isinstance(cause, ModuleNotFoundError) and cause.name == target:
+        return f"{parent} has no {name}"
+    return " ".join(f"{type(cause).__name__}: {cause}".split())
+
+
+def _close_name(target: str) -> str:
+    """' Did you mean X?' for a misspelt last part of a target whose parent imports."""
+    from hydra.utils import get_object
+
+    from dlkit.errors import did_you_mean
+
+    parent, _, name = target.rpartition(".")
+    try:
+        names = dir(get_object(parent)) if parent else []
+    except Exception:  # noqa: BLE001 - the parent does not import either: nothing to suggest
+        return ""
+    hint = did_you_mean(name, [n for n in names if not n.startswith("_")])
+    return hint.replace("mean ", f"mean {parent}.", 1) if hint else ""
+
+
 def check(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
-    """Refuse an impossible model/data/task combination or hardware request before any work."""
+    """Refuse what cannot be built, an impossible model/data/task combination or hardware request before any work."""
     import torch
 
+    check_targets(cfg)
     choices = choices or {}
     model_name, data_name = choices.get("model", "the model"), choices.get("data", "the data")
     data_kind = _kind_of_data(cfg.data._target_)

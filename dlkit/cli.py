@@ -43,9 +43,6 @@ app.add_typer(config_app, name="config")
 runs_app = typer.Typer(help="List, compare and inspect the runs in run folders.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
-_state = {"verbose": False}
-
-
 def complete_override(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion for overrides: group names, then the options of `group=`.
 
@@ -79,7 +76,6 @@ ConfigDir = typer.Option(None, "--config-dir", "-c", help="Folder of your own co
 @app.callback()
 def root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full tracebacks on errors.")) -> None:
     """dlkit: declarative deep learning on Hydra + PyTorch Lightning."""
-    _state["verbose"] = verbose
 
 
 @app.command(epilog=EXAMPLES)
@@ -458,6 +454,9 @@ def main() -> None:
         if 1 < cword < len(words) and words[cword] == "=" and not words[cword - 1].startswith("-"):
             os.environ["COMP_WORDS"] = shlex.join([*words[:cword + 1], ""])
             os.environ["COMP_CWORD"] = str(cword + 1)
+    from dlkit import ui
+
+    ui.set_verbose(verbose)
     # recent Typer raises its own copy of click's exceptions; older versions raise click's
     command_line_errors = (click.ClickException, getattr(typer_exceptions, "TyperException", click.ClickException))
     try:
@@ -467,6 +466,9 @@ def main() -> None:
         _fail(err, err.exit_code, verbose)
     except command_line_errors as err:  # unknown option, missing argument, bad value: usage errors (exit 2)
         context = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError" and context is not None:  # `dlkit`, `dlkit runs`: the help
+            typer.echo(context.get_help())
+            sys.exit(0)
         hint = f" (see `{context.command_path} --help`)" if context is not None else ""
         typer.secho(f"error: {err.format_message()}{hint}", fg="red", err=True)
         sys.exit(err.exit_code)
@@ -495,6 +497,6 @@ def _fail(err: BaseException, code: int, verbose: bool) -> None:
         import traceback
 
         traceback.print_exception(err)
-    message = str(shown).strip().splitlines()[0] if str(shown).strip() else type(shown).__name__
+    message = " ".join(str(shown).split()) or type(shown).__name__  # the whole message, on one line
     typer.secho(f"error: {prefix}{message}", fg="red", err=True)
     sys.exit(code)

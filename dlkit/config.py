@@ -180,16 +180,36 @@ def compose_with_choices(overrides: list[str] | tuple[str, ...] = (), config_dir
 
 
 def _load(loader, config_name: str, overrides: list[str], user_dir: Path | None) -> DictConfig:
+    import yaml
     from hydra.errors import ConfigCompositionException, MissingConfigException
     from hydra.types import RunMode
 
     try:
         return loader.load_configuration(config_name=config_name, overrides=overrides, run_mode=RunMode.RUN,
                                          from_shell=False)
+    except yaml.YAMLError as err:
+        raise _broken_yaml(err, user_dir) from err
     except MissingConfigException as err:
         raise _missing_option(err, overrides, user_dir) from err
     except ConfigCompositionException as err:
         raise _composition_error(err, loader, config_name, overrides, user_dir) from err
+
+
+def _broken_yaml(err: Exception, user_dir: Path | None) -> UsageError:
+    """Name the config file (and line) that is not valid YAML: the parser only knew the text, not the file."""
+    import yaml
+
+    for root in [r for r in (user_dir, packaged_conf_dir()) if r is not None]:
+        for file in sorted(root.rglob("*.yaml")):
+            try:
+                yaml.safe_load(file.read_text(encoding="utf-8"))
+            except yaml.YAMLError as bad:
+                mark = getattr(bad, "problem_mark", None)
+                where = f":{mark.line + 1}" if mark is not None else ""
+                problem = getattr(bad, "problem", None) or str(bad).splitlines()[0]
+                return UsageError(f"{file}{where} is not valid YAML ({problem}): fix it, or delete it to use the "
+                                  "packaged config.")
+    return UsageError(f"a config file is not valid YAML: {' '.join(str(err).split())}")
 
 
 def _missing_option(err: Exception, overrides: list[str], user_dir: Path | None) -> UsageError:
@@ -209,6 +229,17 @@ def _missing_option(err: Exception, overrides: list[str], user_dir: Path | None)
 def _composition_error(err: Exception, loader, config_name: str, overrides: list[str],
                        user_dir: Path | None) -> UsageError:
     message = str(err)
+    match = re.match(r"Could not append to config\. An item is already at '([^']+)'", message)
+    if match:  # `+key=value` for a key that exists: the + is the mistake, not the key
+        key = match.group(1)
+        given = next((o for o in overrides if o.lstrip("+").split("=", 1)[0] == key), f"{key}=...")
+        return UsageError(f"{key} is already in the config: write {given.lstrip('+')} (without +) to change it.")
+    match = re.match(r"Could not override '([^']+)'\. No match in the defaults list", message)
+    if match and match.group(1) in config_groups(user_dir):  # a group that train.yaml does not pick by itself
+        group = match.group(1)
+        given = next((o for o in overrides if o.split("=", 1)[0] == group), f"{group}=...")
+        return UsageError(f"{group} is not picked by default, so there is nothing to override: add it with "
+                          f"+{given} (see `dlkit config list {group}`).")
     match = re.match(r"Multiple values for ([^ ]+)\. To override a value use 'override", message)
     given = next((o for o in overrides if match and o.startswith(f"+{match.group(1)}=")), None)
     if given:  # Hydra's hint ('override GROUP: OPTION') is defaults-list syntax, meaningless on a command line

@@ -20,7 +20,8 @@ class UsageError(DlkitError):
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:
     """' Did you mean X?' for the closest option, or '' when none is close."""
-    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(value), [str(o) for o in options if str(o) != str(value)], n=1,
+                                      cutoff=0.6)
     return f" Did you mean {close[0]}?" if close else ""
 
 

@@ -60,10 +60,24 @@ def _shape(tensor: torch.Tensor, axes: dict[int, str]) -> list[int | str]:
     return [axes.get(axis, size) for axis, size in enumerate(tensor.shape)]
 
 
+# the packages each format needs beyond dlkit's own dependencies, and the extra that installs them
+NEEDS = {"onnx": (("onnx",), "export")}
+
+
 def check_format(fmt: str) -> None:
-    """Refuse an unknown export format (before any model is loaded)."""
+    """Refuse an unknown export format, or one whose packages are not installed (before any model is loaded and
+    any folder is made)."""
+    import importlib
+
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: choose one of {', '.join(FORMATS)}.{did_you_mean(fmt, FORMATS)}")
+    modules, extra = NEEDS.get(fmt, ((), ""))
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UsageError(f"--format {fmt} needs the {module} package, which is not installed: "
+                             f"pip install 'dlkit[{extra}]'") from err
 
 
 def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:

@@ -116,7 +116,31 @@ def new_folder(output_dir: str | Path, multirun: bool = False) -> Path:
             return path.resolve()
         except FileExistsError:
             continue
+        except OSError as err:
+            from dlkit.errors import UsageError
+
+            raise UsageError(f"paths.output_dir={output_dir}: cannot make a run folder there ({err.strerror}); set "
+                             "paths.output_dir to a folder you can write to.") from err
     raise RuntimeError(f"could not create a unique run folder under {base}")
+
+
+def disk_full_message(err: BaseException, output_dir: str | Path) -> str | None:
+    """One line for a write that failed for lack of room or rights (free space and paths.output_dir named), or None
+    when `err` is not such a failure."""
+    import errno
+
+    from dlkit.checkpointing import CheckpointWriteError
+
+    codes = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+    if not isinstance(err, CheckpointWriteError) and not (isinstance(err, OSError) and err.errno in codes):
+        return None
+    what = str(err) if isinstance(err, CheckpointWriteError) else f"could not write {err.filename} ({err.strerror})"
+    try:
+        free = f"{shutil.disk_usage(output_dir).free / 2**30:.1f} GiB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"{what}; {free} under paths.output_dir={output_dir}: free some space, or set paths.output_dir to a disk "
+            "with room.")
 
 
 def discard(path: Path, root: str | Path) -> None:
@@ -229,12 +253,19 @@ def _git() -> dict[str, Any] | None:
         return None
 
 
+class _LogFile(logging.FileHandler):
+    """train.log: a record that cannot be written (a full disk) is dropped, not printed as a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 @contextmanager
 def log_to(run_dir: Path):
-    """Copy dlkit's and Lightning's log records into <run>/train.log while the block runs."""
-    handler = logging.FileHandler(run_dir / LOG, encoding="utf-8")
+    """Copy dlkit's and Lightning's log records, and Python warnings, into <run>/train.log while the block runs."""
+    handler = _LogFile(run_dir / LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    names = ("dlkit", "pytorch_lightning", "lightning_fabric", "lightning.pytorch")
+    names = ("dlkit", "pytorch_lightning", "lightning_fabric", "lightning.pytorch", "py.warnings")
     loggers = [logging.getLogger(n) for n in names]
     for logger in loggers:
         logger.addHandler(handler)

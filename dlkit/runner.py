@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, open_dict
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dlkit import run_folder
+from dlkit import run_folder, ui
 from dlkit.config import compose_with_choices, expand_sweep
 from dlkit.errors import DlkitError, Stopped, UsageError, stop_on_signals
 from dlkit.tracking.wandb_logger import wandb_summary
 
 log = logging.getLogger("dlkit")
-console = Console()
+console = ui.console
 
 
 @dataclass
@@ -46,13 +45,17 @@ class Job:
 
 def prepare(overrides: list[str], config_dir: str | None = None) -> Job:
     """Compose and check one job's config (no folder is created, nothing is trained)."""
+    job = compose_job(overrides, config_dir)
+    check_job(job)
+    return job
+
+
+def compose_job(overrides: list[str], config_dir: str | None = None) -> Job:
+    """Compose one job's config and check every value against the schema (fast: no torch)."""
     from dlkit import schema
-    from dlkit.checks import check
 
     cfg, choices = compose_with_choices(overrides, config_dir)
     schema.check(cfg)
-    check(cfg, choices)
-    _apply_model_data_settings(cfg)
     with open_dict(cfg):
         if cfg.get("name") is None:
             cfg.name = f"{choices.get('model', 'model')}-{choices.get('data', 'data')}"
@@ -60,6 +63,23 @@ def prepare(overrides: list[str], config_dir: str | None = None) -> Job:
             if override.startswith("resume="):
                 cfg.resume = override.split("=", 1)[1].strip("'\"") or None
     return Job(list(overrides), cfg, choices)
+
+
+def check_job(job: Job) -> None:
+    """The checks that need the code (impossible model/data pairs, hardware) and the model's say on its data."""
+    from dlkit.checks import check
+
+    check(job.cfg, job.choices)
+    _apply_model_data_settings(job.cfg)
+
+
+def describe(job: Job) -> str:
+    """One line saying what a job builds: model, data, trainer, precision and logger."""
+    picks = job.choices
+    parts = [f"trainer={picks.get('trainer', '?')}", f"precision={picks.get('precision', '?')}",
+             f"logger={picks.get('logger', 'none')}"]
+    return f"[bold]{escape(picks.get('model', 'model'))}[/] on [bold]{escape(picks.get('data', 'data'))}[/]  " + \
+        escape("  ".join(parts))
 
 
 def _apply_model_data_settings(cfg: DictConfig) -> None:
@@ -76,8 +96,13 @@ def _apply_model_data_settings(cfg: DictConfig) -> None:
 def train(overrides: list[str], multirun: bool = False, config_dir: str | None = None,
           fail_fast: bool = False) -> list[Job]:
     """Run one job, or every job of a multirun; return the jobs with their outcomes."""
+    ui.quiet_third_party()
     if not multirun:
-        job = prepare(overrides, config_dir)
+        job = compose_job(overrides, config_dir)
+        if not job.cfg.get("resume"):
+            console.print(f"Training {describe(job)}")
+        with ui.status("Importing PyTorch and Lightning, checking the config"):
+            check_job(job)
         if job.cfg.get("resume"):
             return [resume(job)]
         run_job(job, _new_run_dir(job.cfg))
@@ -87,7 +112,10 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
 
         report.run_and_report(overrides, config_dir)  # the same report as `dlkit sweep`
         return []
-    jobs = [prepare(job_overrides, config_dir) for job_overrides in expand_sweep(overrides)]
+    jobs = [compose_job(job_overrides, config_dir) for job_overrides in expand_sweep(overrides)]
+    with ui.status(f"Importing PyTorch and Lightning, checking {len(jobs)} configs"):
+        for job in jobs:
+            check_job(job)
     root = run_folder.new_folder(jobs[0].cfg.paths.output_dir, multirun=True)
     console.print(f"[bold]Multirun[/] of {len(jobs)} jobs in {escape(str(root))}")
     if jobs[0].cfg.launcher.name != "local":
@@ -237,6 +265,7 @@ def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callb
     started = time.time()
     if writer:
         run_folder.record_start(run_dir, job.cfg, job.overrides, job.choices, resumed_from=ckpt_path)
+        console.print(f"Run folder: {escape(str(run_dir))}", soft_wrap=True)
     job.status = "running"
     try:
         with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path) as children:
@@ -258,6 +287,10 @@ def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callb
     except Exception as err:
         job.status = "failed"
         job.error = str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}"
+        disk = run_folder.disk_full_message(err, job.cfg.paths.output_dir)
+        if disk is not None:
+            job.error = disk
+            raise DlkitError(disk) from err
         raise
     else:
         job.status = "finished"
@@ -295,14 +328,25 @@ def _job_record(number: int, job: Job) -> dict[str, Any]:
 
 
 def print_result(job: Job) -> None:
-    """The final metrics of one run, where its folder is, and its W&B page or the command that uploads it."""
+    """The final metrics of one run, where its folder is, and its W&B page or the command that uploads it.
+
+    The test metrics are those of the checkpoint that was tested (the best by the optimized metric); validation
+    metrics are the last epoch's, beside the best value the optimized metric reached."""
+    monitored = job.cfg.get("optimized_metric") or "optimized metric"
     table = Table(title=escape(f"{job.cfg.name}: {job.status}"), show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in sorted(job.metrics):
-        if key.startswith(("test/", "val/")) or key == "optimized_metric":
+        if key.startswith("test/"):
             table.add_row(escape(key), f"{job.metrics[key]:.4f}")
+    if "optimized_metric" in job.metrics:
+        table.add_row(escape(f"{monitored} (best)"), f"{job.metrics['optimized_metric']:.4f}")
+    for key in sorted(job.metrics):
+        if key.startswith("val/"):
+            table.add_row(escape(f"{key} (last epoch)"), f"{job.metrics[key]:.4f}")
     console.print(table)
+    if any(key.startswith("test/") for key in job.metrics):
+        console.print(escape(f"test/*: the checkpoint with the best {monitored}"), soft_wrap=True)
     console.print(f"Run folder: {escape(str(job.run_dir))}", soft_wrap=True)
     tracked = job.wandb or {}
     if tracked.get("url"):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,23 +23,6 @@ from dlkit.tasks.base import Task
 from dlkit.tracking.loggers import build_loggers, finish_loggers
 
 log = logging.getLogger("dlkit")
-_NOISE = ("💡 Tip", "Trainer already configured with model summary", "TPU available", "HPU available",
-          "You are using a CUDA device")
-
-
-class _QuietLightning(logging.Filter):
-    """Drop Lightning's start-up chatter that says nothing about this run."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_NOISE)
-
-
-for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_QuietLightning())
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
-warnings.filterwarnings("ignore", message=r".*on_step=True.*")
 
 
 def build_datamodule(cfg: DictConfig) -> DataModule:

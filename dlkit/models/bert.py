@@ -337,10 +337,10 @@ def pretrained_info(ref: str | Path) -> dict[str, Any]:
     if not (folder / "config.json").is_file():
         raise UsageError(f"model.pretrained={ref}: neither a dlkit run with a checkpoint nor a Hugging Face model "
                          "folder (no config.json); give a run folder, run id or latest, or a Hugging Face folder.")
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_file(folder / "config.json")
     tokenizer_config = folder / "tokenizer_config.json"
     # vocab.txt alone: lowercased unless tokenizer_config.json says otherwise, as Hugging Face's BertTokenizer
-    lowercase = json.loads(tokenizer_config.read_text()).get("do_lower_case", True) if tokenizer_config.is_file() \
+    lowercase = read_json_file(tokenizer_config).get("do_lower_case", True) if tokenizer_config.is_file() \
         else True
     return {"ref": str(ref), "sizes": {k: config[k] for k in ARCHITECTURE_KEYS if k in config},
             "vocab_size": config["vocab_size"], "pad_id": config.get("pad_token_id") or 0, "tokenizer": str(folder),
@@ -391,10 +391,24 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str |
     return [p.rstrip(".") for p in optional if any(k.startswith(p) for k in missing)]
 
 
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A Hugging Face folder's JSON file; a damaged one is refused naming the file and the place."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        where = f" (line {err.lineno}, column {err.colno}: {err.msg})" if isinstance(err, json.JSONDecodeError) else ""
+        raise UsageError(f"{path} is not valid JSON{where}: model.pretrained needs an intact Hugging Face folder "
+                         "(download it again).") from err
+    if not isinstance(value, dict):
+        raise UsageError(f"{path} holds a JSON {type(value).__name__}, not an object: model.pretrained needs an intact "
+                         "Hugging Face folder (download it again).")
+    return value
+
+
 def load_hf_pretraining(ref: str | Path) -> BertForPreTraining:
     """A BertForPreTraining from a Hugging Face folder or hub name (config.json + safetensors or .bin weights)."""
     info = pretrained_info(ref)
-    config = json.loads((hf_folder(ref) / "config.json").read_text())
+    config = read_json_file(hf_folder(ref) / "config.json")
     dropouts = {k: config[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob") if k in config}
     return BertForPreTraining(info["vocab_size"], pretrained=str(ref), **dropouts)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dlkit import run_folder, runner
+from dlkit import run_folder, runner, ui
 from dlkit.config import metric_mode
 from dlkit.errors import Stopped, UsageError
 from dlkit.sweeps.space import as_override, check_space, grid, parse_space, suggest
@@ -316,7 +316,7 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
         with claim_lock(sweep_dir):
             recovered = recover_interrupted(study) if search.get("recover_interrupted", True) else 0
         if recovered:
-            runner.console.print(f"Continuing study {name}: {recovered} interrupted trial(s) queued again.")
+            ui.console.print(f"Continuing study {name}: {recovered} interrupted trial(s) queued again.")
         run_folder.write_json(sweep_dir / SWEEP_FILE, {
             "study": name, "storage": storage, "overrides": overrides, "metric": cfg.optimized_metric,
             "direction": study.direction.name.lower()})
@@ -331,7 +331,7 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
                 process.terminate()
             _tell_worker(process, None)
             if process.wait() != 0 and told:
-                runner.console.print(f"[yellow]Sweep worker {number} exited with code {process.returncode}.[/]")
+                ui.console.print(f"[yellow]Sweep worker {number} exited with code {process.returncode}.[/]")
     return sweep_dir
 
 
@@ -455,7 +455,7 @@ def _failed(trial: Any, reason: str, message: str) -> None:
     line = (message.strip().splitlines() or [reason])[0][:300]
     trial.set_user_attr("fail_reason", (reason.strip().splitlines() or ["error"])[0][:120])
     trial.set_user_attr("error", line)
-    runner.console.print(f"[red]Trial {trial.number} failed:[/] {line}")
+    ui.console.print(f"[red]Trial {trial.number} failed:[/] {line}")
 
 
 def load(sweep: str | Path, output_dir: str | Path = "outputs"):

@@ -24,6 +24,11 @@ class RunWandbLogger(WandbLogger):
 
     failed = False
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Lightning always passes wandb.init an `anonymous` value, which W&B now only warns about
+        self._wandb_init.pop("anonymous", None)
+
     def finalize(self, status: str) -> None:
         if status == "failed":
             self.failed = True
