@@ -16,8 +16,8 @@ from dlkit.tasks.base import resumed_mid_epoch
 class LastCheckpoint(Checkpoint):
     """Keep `last.ckpt` the newest training state, whatever the monitored metric did.
 
-    Written at the end of every validation and every training epoch, every `every_n_train_steps` optimizer steps
-    and when training ends. Lightning's `ModelCheckpoint(save_last=True)` with a monitor refreshes last.ckpt only
+    Written at the end of every training epoch (after its validation), after a validation inside an epoch
+    (val_check_interval), every `every_n_train_steps` optimizer steps, and when training ends. Lightning's `ModelCheckpoint(save_last=True)` with a monitor refreshes last.ckpt only
     when it also saves a top-k file, so after epochs without improvement "last" was really "best" and a resumed
     run trained those epochs again. As a `Checkpoint`, Lightning runs it after every other callback (the best
     checkpoint and early stopping included), so the state it saves is complete.
@@ -43,7 +43,10 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
+        # a validation inside the epoch (val_check_interval); the one after its last batch is followed by the
+        # epoch's end, which is the resumable place for that state (as Lightning's ModelCheckpoint saves it)
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)

@@ -351,7 +351,8 @@ def _runs_folder(path: str, what: str, expected: str) -> None:
 @runs_app.command("compare")
 def runs_compare(
     refs: Optional[list[str]] = typer.Argument(None, help="Runs: folders, ids or latest."),  # noqa: UP045
-    multirun: Optional[str] = typer.Option(None, "--multirun", help="Compare every job of this multirun folder."),  # noqa: UP045
+    multirun: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--multirun", help="Compare every job of this multirun folder (latest: the newest multirun)."),
     metric: Optional[str] = typer.Option(None, help="Metric to rank by (default: the runs' optimized metric)."),  # noqa: UP045
     plot: bool = typer.Option(False, "--plot", help="Also write a PNG of the metric's curves."),
     output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
@@ -365,8 +366,10 @@ def runs_compare(
 
     fmt = _format(fmt)
     folders = [run_folder.find_run(ref, output_dir) for ref in refs or []]
+    if multirun == "latest":
+        multirun = str(run_folder.latest_multirun(output_dir))
     if multirun:
-        _runs_folder(multirun, "--multirun", "a multirun folder (outputs/multirun/<date>/<time>-<id>)")
+        _runs_folder(multirun, "--multirun", "a multirun folder (outputs/multirun/<date>/<time>-<id>) or latest")
         jobs = sorted((f.resolve() for f in run_folder.find_runs(multirun)), key=runs.natural_key)
         if not jobs:
             raise UsageError(f"--multirun {multirun}: no runs in this folder; give a multirun folder "

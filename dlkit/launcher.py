@@ -21,13 +21,25 @@ def run_remote(overrides: list[str], run_dir: str, config_dir: str | None) -> di
     return {"status": job.status, "metrics": job.metrics, "error": job.error}
 
 
+def check(launcher: DictConfig) -> None:
+    """Refuse a launcher that cannot work on this machine, before any folder is made."""
+    import shutil
+
+    try:
+        import submitit  # noqa: F401
+    except ImportError as err:
+        raise UsageError("launcher=slurm needs submitit: pip install 'dlkit[slurm]'") from err
+    if launcher.get("cluster", "slurm") == "slurm" and shutil.which("sbatch") is None:
+        raise UsageError("launcher=slurm submits with SLURM's sbatch, which is not on this machine: run it on a "
+                         "cluster's login node, or try the submission path here with launcher.cluster=local.")
+
+
 def submit(launcher: DictConfig, jobs: list[tuple[list[str], Path]], root: Path,
            config_dir: str | None) -> list[dict[str, Any]]:
     """Submit every (overrides, run folder) as one job array and wait for the results."""
-    try:
-        import submitit
-    except ImportError as err:
-        raise UsageError("launcher=slurm needs submitit: pip install 'dlkit[slurm]'") from err
+    import submitit
+
+    check(launcher)
     executor = submitit.AutoExecutor(folder=str(launcher.get("folder") or root / ".submitit"),
                                      cluster=launcher.get("cluster", "slurm"))
     parameters: dict[str, Any] = {

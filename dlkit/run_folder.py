@@ -361,6 +361,17 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(runs, key=lambda p: (read_json(p / SUMMARY).get("started", ""), str(p)), reverse=True)
 
 
+def latest_multirun(output_dir: str | Path = "outputs") -> Path:
+    """The newest multirun folder under output_dir (outputs/multirun/<date>/<time>-<id>)."""
+    from dlkit.errors import UsageError
+
+    folders = sorted(Path(output_dir).glob("multirun/*/*"), key=lambda p: (p.parent.name, p.name))
+    folders = [f for f in folders if f.is_dir()]
+    if not folders:
+        raise UsageError(f"--multirun latest: no multirun under {output_dir}; run one first (dlkit train -m ...).")
+    return folders[-1]
+
+
 def find_run(ref: str | Path, output_dir: str | Path = "outputs") -> Path:
     """A run folder from a path (folder or a checkpoint file inside it), a run id (the hex suffix), or `latest`."""
     from dlkit.errors import UsageError

@@ -116,6 +116,10 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     with ui.status(f"Importing PyTorch and Lightning, checking {len(jobs)} configs"):
         for job in jobs:
             check_job(job)
+    if jobs[0].cfg.launcher.name != "local":
+        from dlkit.launcher import check
+
+        check(jobs[0].cfg.launcher)
     root = run_folder.new_folder(jobs[0].cfg.paths.output_dir, multirun=True)
     console.print(f"[bold]Multirun[/] of {len(jobs)} jobs in {escape(str(root))}")
     if jobs[0].cfg.launcher.name != "local":
