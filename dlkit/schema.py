@@ -188,7 +188,6 @@ RULES: tuple[Rule, ...] = (
          example=500),
     _num("callbacks.progress_bar.update_interval", 0.0, unit="seconds", example=0.1),
     _int("callbacks.progress_bar.refresh_rate", 0, unit="redraws per second, 0 hides the bar", example=1),
-    _int("callbacks.model_summary.max_depth", -1, unit="module levels, -1 all", example=2),
     # sweeps
     _int("hparams_search.n_trials", 1, example=20),
     _int("hparams_search.n_jobs", 1, unit="trials at a time", example=2),

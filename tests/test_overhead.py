@@ -142,7 +142,7 @@ def test_matmul_precision_is_set_for_the_run_and_checked(tmp_path):
     from dlkit.errors import UsageError
     from dlkit.training import train
 
-    with pytest.raises(UsageError, match="matmul_precision=fast: choose highest, high or medium"):
+    with pytest.raises(UsageError, match="matmul_precision=fast: choose highest, high, medium, or null"):
         runner.prepare(["matmul_precision=fast", f"paths.output_dir={tmp_path}"])
     cfg = runner.prepare(["matmul_precision=high", "fit=false", "test=false", "logger=csv", "callbacks=minimal",
                           f"paths.output_dir={tmp_path}"]).cfg
