@@ -17,10 +17,11 @@ class LastCheckpoint(Checkpoint):
     """Keep `last.ckpt` the newest training state, whatever the monitored metric did.
 
     Written at the end of every training epoch (after its validation), after a validation inside an epoch
-    (val_check_interval), every `every_n_train_steps` optimizer steps, and when training ends. Lightning's `ModelCheckpoint(save_last=True)` with a monitor refreshes last.ckpt only
-    when it also saves a top-k file, so after epochs without improvement "last" was really "best" and a resumed
-    run trained those epochs again. As a `Checkpoint`, Lightning runs it after every other callback (the best
-    checkpoint and early stopping included), so the state it saves is complete.
+    (val_check_interval), every `every_n_train_steps` optimizer steps, and when training ends. Lightning's
+    `ModelCheckpoint(save_last=True)` with a monitor refreshes last.ckpt only when it also saves a top-k file, so
+    after epochs without improvement "last" was really "best" and a resumed run trained those epochs again. As a
+    `Checkpoint`, Lightning runs it after every other callback (the best checkpoint and early stopping included),
+    so the state it saves is complete.
     """
 
     FILE = "last.ckpt"

@@ -42,7 +42,8 @@ def test_default_train_reaches_95_percent_and_records_the_run(tmp_path):
 @pytest.mark.slow
 def test_overrides_reach_the_composed_config(tmp_path):
     result = run_cli("train", *QUICK, "optimizer=sgd", "optimizer.lr=0.05", "model.hidden_sizes=[32]",
-                     "~callbacks.model_checkpoint", "~callbacks.last_checkpoint", "tags=[smoke]", "+note=hello", "seed=0", cwd=tmp_path)
+                     "~callbacks.model_checkpoint", "~callbacks.last_checkpoint", "tags=[smoke]", "+note=hello",
+                     "seed=0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     [run] = run_folders(tmp_path)
     config = yaml.safe_load((run / "config.yaml").read_text())
