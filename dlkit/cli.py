@@ -42,6 +42,8 @@ config_app = typer.Typer(help="Show, list and copy configs.", no_args_is_help=Tr
 app.add_typer(config_app, name="config")
 runs_app = typer.Typer(help="List, compare and inspect the runs in run folders.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+data_app = typer.Typer(help="Prepare a dataset's token store ahead of training, and describe it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 def complete_override(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion for overrides: group names, then the options of `group=`.
@@ -152,6 +154,49 @@ def config_copy(
         typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it from now on in this folder.")
     else:  # only ./conf is picked up by itself
         typer.echo(f"Copied {option} to {target}. Edit it; dlkit uses it when you give --config-dir {config_dir}.")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    overrides: Optional[list[str]] = _overrides_argument(),  # noqa: UP045
+    config_dir: Optional[str] = ConfigDir,  # noqa: UP045
+) -> None:
+    """Read, tokenize and store the data of a config (the same overrides as `dlkit train`), so that training starts
+    from the store; prints where it is and how large."""
+    from dlkit import data_commands
+    from dlkit.data.progress import human_size
+
+    done = data_commands.prepare(list(overrides or []), config_dir)
+    rows = ", ".join(f"{name} {info['rows']:,}" for name, info in done["splits"].items())
+    if done["folder"] is None:
+        typer.echo(f"This data keeps no token store (nothing to prepare): {rows} examples.")
+        return
+    verb = "Prepared" if done["built"] else "Already prepared"
+    typer.echo(f"{verb}: {done['folder']} ({human_size(done['size'])}; rows: {rows})")
+
+
+@data_app.command("info")
+def data_info(
+    overrides: Optional[list[str]] = _overrides_argument(),  # noqa: UP045
+    config_dir: Optional[str] = ConfigDir,  # noqa: UP045
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv, json or markdown."),
+) -> None:
+    """Rows, tokens, length percentiles and label counts of each split of a config's data (prepared if needed)."""
+    from dlkit import data_commands
+    from dlkit.tracking import tables
+
+    fmt = _format(fmt)
+    done = data_commands.prepare(list(overrides or []), config_dir)
+    splits = done["splits"]
+    columns = sorted({k for info in splits.values() for k in info if k.endswith(" tokens")})
+    header = ["split", "rows", *columns, "length p50 / p90 / p99 / max", "labels"]
+    rows = []
+    for name, info in splits.items():
+        lengths = info.get("lengths") or {}
+        shown = " / ".join(str(lengths[k]) for k in ("p50", "p90", "p99", "max")) if lengths else "-"
+        labels = ", ".join(f"{label} {count:,}" for label, count in (info.get("labels") or {}).items()) or "-"
+        rows.append([name, f"{info['rows']:,}", *(f"{info.get(c, 0):,}" for c in columns), shown, labels])
+    _emit(tables.render(header, rows, fmt, title=str(done["folder"] or "data")))
 
 
 @app.command(epilog="""

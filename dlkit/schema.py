@@ -200,6 +200,7 @@ BATCH_LIMITS = ("trainer.limit_train_batches", "trainer.limit_val_batches", "tra
 CHOICES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "logger.mode": (("auto", "online", "offline", "disabled"), None),
     "matmul_precision": (("highest", "high", "medium"), "torch's default"),
+    "data.format": (("csv", "tsv", "jsonl", "parquet"), "from the file's suffix"),
 }
 WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
 

@@ -53,7 +53,7 @@ def test_image_batches_are_gathered_at_once_with_the_values_of_per_row_collation
 def test_text_batches_equal_row_by_row_padding():
     import random
 
-    from dlkit.data.text import TextCollator
+    from dlkit.data.text import TextRows
 
     def reference(items, pad_id):  # the row-by-row padding the collator used to do
         longest = max(1, max(len(i[0]) for i in items))
@@ -66,17 +66,27 @@ def test_text_batches_equal_row_by_row_padding():
                 types[row, : len(segments)] = torch.as_tensor(segments)
         return ids, mask, types
 
+    import numpy as np
+
+    from dlkit.data.store import Ragged
+
     rng = random.Random(0)
     for pairs in (False, True):
         rows = [[rng.randrange(1, 50) for _ in range(rng.randrange(0, 12))] for _ in range(16)]
         items = [(r, [0] * (len(r) // 2) + [1] * (len(r) - len(r) // 2) if pairs else None, rng.randrange(3))
                  for r in rows]
-        inputs, labels = TextCollator(pad_id=7)(items)
+        lengths = np.array([len(r) for r in rows])
+        ids_of = Ragged.of(np.array([v for r in rows for v in r], dtype=np.int32), lengths)
+        types_of = Ragged.of(np.array([v for i in items for v in (i[1] or [])], dtype=np.int8), lengths) if pairs \
+            else None
+        dataset = TextRows(ids_of, np.array([i[2] for i in items]), 7, types_of)
+        inputs, labels = dataset.__getitems__(list(range(len(rows))))
         ids, mask, types = reference(items, 7)
         assert torch.equal(inputs["input_ids"], ids) and torch.equal(inputs["attention_mask"], mask)
         assert torch.equal(inputs["token_type_ids"], types) and labels.tolist() == [i[2] for i in items]
         assert inputs["input_ids"].dtype == inputs["attention_mask"].dtype == inputs["token_type_ids"].dtype
-    only_empty, _ = TextCollator(pad_id=0)([([], None, 0)])
+    empty = TextRows(Ragged.of(np.zeros(0, dtype=np.int32), np.array([0])), np.array([0]), 0)
+    only_empty, _ = empty.__getitems__([0])
     assert only_empty["input_ids"].shape == (1, 1) and only_empty["attention_mask"].sum() == 0
 
 

@@ -62,9 +62,10 @@ def test_last_ckpt_is_the_newest_state_when_the_metric_gets_worse_and_resuming_i
     assert [r for r in rows if r is not tests[0]] == expected  # no epoch trained twice, every row once
 
 
-def test_sigkill_after_a_step_checkpoint_then_resume_gives_the_uninterrupted_metrics(tmp_path):
+@pytest.mark.parametrize("data", [[], ["model=textcnn", "data.bucketing=true"]], ids=["images", "text-store-buckets"])
+def test_sigkill_after_a_step_checkpoint_then_resume_gives_the_uninterrupted_metrics(tmp_path, data):
     run_args = [*EXACT, "trainer.max_epochs=2", "trainer.log_every_n_steps=2",
-                "callbacks.last_checkpoint.every_n_train_steps=7"]
+                "callbacks.last_checkpoint.every_n_train_steps=7", *data]
     env = {"PYTHONPATH": TESTS}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()

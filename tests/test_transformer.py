@@ -85,7 +85,7 @@ def test_parallel_text_from_tsv_or_aligned_files_with_separate_vocabularies(tmp_
                                      cache_dir=str(tmp_path / "c"), tokenizer={"kind": "word"}, shared_vocab=False)
     aligned.setup()
     assert len(tsv.train_set) == len(aligned.train_set) == 36
-    batch = tsv.collate_fn([tsv.train_set[0], tsv.train_set[1]])
+    batch = tsv.train_set.__getitems__([0, 1])
     assert batch["tgt_ids"][:, 0].tolist() == [tsv.bos_id] * 2
     assert tsv.decode(batch["tgt_ids"][0].tolist()) in ("a house", "two cats")
     assert tsv.src_tokenizer.token_to_id("haus") is not None and tsv.tgt_tokenizer.token_to_id("haus") is None
@@ -110,8 +110,9 @@ def test_hf_translation_reads_a_local_dataset_folder(tmp_path):
 
 
 def test_synthetic_reverse_is_what_it_says():
-    pairs = SyntheticReverseDataModule(num_examples=50, cache_dir="unused").load_pairs()["train"]
-    assert all(target.split() == source.split()[::-1] for source, target in pairs)
+    [chunk] = SyntheticReverseDataModule(num_examples=50, cache_dir="unused").sources()["train"]()
+    assert len(chunk["src"]) == 50
+    assert all(target.split() == source.split()[::-1] for source, target in zip(chunk["src"], chunk["tgt"]))
 
 
 @pytest.mark.slow
@@ -171,7 +172,7 @@ def _task(dm, model, **kwargs):
 def test_decoding_stops_near_the_longest_training_target_not_at_the_models_limit(tmp_path):
     dm = SyntheticReverseDataModule(num_examples=60, max_words=6, cache_dir=str(tmp_path))
     dm.setup()
-    longest = max(len(t) for t in dm.train_set.tgt)
+    longest = int(dm.train_set.tgt.lengths().max())
     assert dm.spec.extra["longest_target"] == longest <= 8
     torch.manual_seed(0)
     model = Transformer(dm.spec.src_vocab_size, dm.spec.tgt_vocab_size, pad_id=dm.pad_id, bos_id=dm.bos_id,
@@ -180,7 +181,7 @@ def test_decoding_stops_near_the_longest_training_target_not_at_the_models_limit
     model.eval()
     task = _task(dm, model)
     assert longest < task.decode_limit() <= longest + 5
-    batch = dm.collate_fn([dm.val_set[i] for i in range(2)])
+    batch = dm.val_set.__getitems__([0, 1])
     ids = model.greedy(batch["src_ids"], batch["src_mask"], max_length=task.decode_limit())
     assert ids.shape[1] == task.decode_limit()
     assert len(task.generate(batch)[0].split()) <= task.decode_limit()
@@ -200,7 +201,7 @@ def test_cased_tokenizer_keeps_umlauts_and_bleu_uses_the_raw_references(tmp_path
                         eos_id=dm.eos_id, d_model=16, heads=2, layers=1, d_ff=32).eval()
     task = _task(dm, model)
     task.trainer = type("T", (), {"datamodule": dm})()  # what Lightning gives the task during fit
-    batch = dm.collate_fn([dm.val_set[0]])
+    batch = dm.val_set.__getitems__([0])
     # the re-decoded target would drop the unknown words; BLEU compares with the reference as written
     assert task._references(batch, "val") == ["ein Straße über Zürich"]
     from dlkit.data.tokenizers import train_tokenizer

@@ -1,13 +1,15 @@
-"""Shared pieces of the datamodules: loader settings and splitting."""
+"""Shared pieces of the datamodules: loader settings, splitting, epoch-seeded samplers and the resumable loader."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Subset, default_collate
 
 from dlkit.data.spec import DataSpec
 
@@ -23,41 +25,36 @@ class Batch(tuple):
     """A whole batch that a dataset gathered at once in `__getitems__`; `collate` passes it through."""
 
 
+class BatchDict(dict):
+    """A whole batch of named tensors that a dataset gathered at once; `collate` passes it through."""
+
+
 def collate(items: Any) -> Any:
-    """torch's default_collate, except for a Batch, which already is one (a plain tuple of its tensors)."""
-    return tuple(items) if isinstance(items, Batch) else default_collate(items)
+    """torch's default_collate, except for a batch a dataset gathered itself (a plain tuple or dict of tensors)."""
+    if isinstance(items, Batch):
+        return tuple(items)
+    if isinstance(items, BatchDict):
+        return dict(items)
+    return default_collate(items)
 
 
-def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[list[int]]:
-    """Shuffled indices cut into parts of the given fractions (the last takes the rest), reproducibly."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    parts, start = [], 0
-    for fraction in fractions[:-1]:
+def split_assignment(n: int, fractions: tuple[float, ...], seed: int) -> np.ndarray:
+    """Which part each of n items falls in (0, 1, ...): a random choice of exactly round(fraction * n) items for every
+    part but the last, which takes the rest; the same for the same (n, fractions, seed)."""
+    order = np.random.default_rng(seed).permutation(n)
+    parts = np.full(n, len(fractions) - 1, dtype=np.int8)
+    start = 0
+    for part, fraction in enumerate(fractions[:-1]):
         size = int(round(fraction * n))
-        parts.append(order[start:start + size])
+        parts[order[start:start + size]] = part
         start += size
-    parts.append(order[start:])
     return parts
 
 
-def complete_splits(splits: dict[str, list], val_fraction: float, test_fraction: float, seed: int,
-                    owner: str) -> dict[str, list]:
-    """Train, val and test lists: the ones a source lacks are cut out of train; none may end up empty."""
-    from dlkit.errors import DlkitError
-
-    train = splits.get("train") or []
-    if not train:
-        raise DlkitError(f"{owner}: the training split is empty")
-    missing = [name for name in ("val", "test") if not splits.get(name)]
-    if missing:
-        cut = [val_fraction if name == "val" else test_fraction for name in missing]
-        parts = split_indices(len(train), (1.0 - sum(cut), *cut), seed)
-        splits = dict(splits, train=[train[i] for i in parts[0]])
-        splits.update({name: [train[i] for i in part] for name, part in zip(missing, parts[1:])})
-    for name in ("train", "val", "test"):
-        if not splits[name]:
-            raise DlkitError(f"{owner}: the {name} split is empty (too few examples?)")
-    return splits
+def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[list[int]]:
+    """The indices of each part of split_assignment, in order."""
+    parts = split_assignment(n, fractions, seed)
+    return [np.flatnonzero(parts == part).tolist() for part in range(len(fractions))]
 
 
 def split(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Dataset]:
@@ -65,21 +62,67 @@ def split(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Dat
     return [Subset(dataset, part) for part in split_indices(len(dataset), fractions, seed)]
 
 
+# indices handed out per step of a sampler's iteration (a permutation is turned into Python ints this many at a time)
+_SLICE = 65536
+
+
 class EpochShuffle(Sampler[int]):
     """A random order that depends only on (seed, epoch): Lightning calls set_epoch before every epoch, so a
-    resumed run sees exactly the batches the uninterrupted run would have seen."""
+    resumed run sees exactly the batches the uninterrupted run would have seen. The order is a numpy array, handed
+    out a slice at a time (no list of every index)."""
 
     def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+        self.size, self.seed, self.epoch, self._start = size, seed, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
-        return iter(torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+    def start_at(self, position: int) -> None:
+        """Begin the next pass at this position of the epoch's order (a mid-epoch resume)."""
+        self._start = position
+
+    def __iter__(self) -> Iterator[int]:
+        start, self._start = self._start, 0
+        order = np.random.default_rng(self.seed + self.epoch).permutation(self.size)
+        for begin in range(start, self.size, _SLICE):
+            yield from order[begin:begin + _SLICE].tolist()
 
     def __len__(self) -> int:
         return self.size
+
+
+class BucketSampler(Sampler[list[int]]):
+    """Batches of similar lengths (sorted within buckets of 50 batches, then the batch order shuffled) to cut padding;
+    the order depends only on (seed, epoch)."""
+
+    def __init__(self, lengths: Sequence[int] | np.ndarray, batch_size: int, shuffle: bool = True,
+                 seed: int = 0) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.seed, self.epoch, self._start = batch_size, shuffle, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this before every epoch."""
+        self.epoch = epoch
+
+    def start_at(self, batch: int) -> None:
+        """Begin the next pass at this batch of the epoch (a mid-epoch resume)."""
+        self._start = batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, self._start = self._start, 0
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        chunk, batches = self.batch_size * 50, []
+        for begin in range(0, len(order), chunk):
+            piece = order[begin:begin + chunk]
+            piece = piece[np.argsort(self.lengths[piece], kind="stable")]
+            batches += np.split(piece, range(self.batch_size, len(piece), self.batch_size))
+        turn = rng.permutation(len(batches)) if self.shuffle else range(len(batches))
+        for number in list(turn)[start:]:
+            yield batches[number].tolist()
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
 class ResumableLoader(DataLoader):
@@ -101,12 +144,24 @@ class ResumableLoader(DataLoader):
                 return epoch
         return None
 
+    def _fast_forward(self, batches: int) -> bool:
+        """Tell dlkit's own sampler to begin `batches` batches into the epoch (no batch is read to be dropped);
+        False when the sampler is another (Lightning's distributed one wraps ours under DDP)."""
+        if hasattr(self.batch_sampler, "start_at"):
+            self.batch_sampler.start_at(batches)
+            return True
+        if isinstance(self.batch_sampler, BatchSampler) and hasattr(self.sampler, "start_at"):
+            self.sampler.start_at(batches * self.batch_sampler.batch_size)
+            return True
+        return False
+
     def __iter__(self):
         # skip only within the epoch the state was saved in: a state saved after an epoch's last batch (with
         # trainer.limit_train_batches, fewer than len(self)) is followed by a new epoch, which starts at its beginning
         skip = self._skip if self._skip_epoch == self._epoch() else 0
         self._served, self._skip = 0, 0
-        for number, batch in enumerate(super().__iter__()):
+        first = skip if skip and self._fast_forward(skip) else 0
+        for number, batch in enumerate(super().__iter__(), start=first):
             if number < skip:
                 continue
             self._served = number + 1
@@ -154,15 +209,20 @@ class DataModule(pl.LightningDataModule):
         """Become ready to encode inputs from inference_state() and the spec, without reading any data."""
         raise NotImplementedError(f"{type(self).__name__} cannot be restored without its data")
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
+        """A loader of the dataset: for training (shuffle) resumable, in an order EpochShuffle draws from the seed
+        and the epoch (or the given sampler's: a sampler of batches, such as BucketSampler, or of indices)."""
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: setup() has not been called")
-        sampler = EpochShuffle(len(dataset), self.shuffle_seed) if shuffle else None
-        # the loader's own generator: creating an iterator never draws from the global RNG
+        if shuffle and sampler is None:
+            sampler = EpochShuffle(len(dataset), self.shuffle_seed)
+        batches = {"batch_sampler": sampler} if isinstance(sampler, BucketSampler) else {
+            "batch_size": self.batch_size, "sampler": sampler}
+        # the loader's own generator: creating an iterator never draws from the global RNG (that would shift the
+        # random draws of the training, dropout's, between a run and its resumed copy)
         generator = torch.Generator().manual_seed(self.shuffle_seed)
         loader = ResumableLoader if shuffle else DataLoader
-        return loader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate_fn,
-                      generator=generator, **self.loader_kwargs)
+        return loader(dataset, **batches, collate_fn=self.collate_fn, generator=generator, **self.loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -1,52 +1,50 @@
-"""Masked-LM + next-sentence pre-training data (BERT) from a raw corpus, or a synthetic corpus made in code.
+"""Masked-LM + next-sentence pre-training data (BERT) from a raw corpus of any size, or a synthetic corpus made in
+code.
 
-Corpus format: one sentence per line, a blank line between documents (a document written on one line is cut
-into sentences). Each example is a sentence pair [CLS] A [SEP] B [SEP]: half the time B follows A in its document
-(NSP label 0), half the time B is a sentence from another document (label 1). Masking is dynamic: every batch
-chooses 15% of the tokens anew, of which 80% become [MASK], 10% a random token and 10% stay unchanged.
+Corpus format: one sentence per line, a blank line between documents (a document written on one line is cut into
+sentences). Preparing streams the file: it counts the documents, trains the tokenizer on the training documents'
+sentences, and stores every sentence's token ids with its document (dlkit.data.store). Nothing lists the pairs:
+an example is a sentence that has a successor in its document, and its partner is drawn when the batch is made,
+from (seed, epoch, example): half the time the next sentence (NSP label 0), half the time a sentence of another
+document (label 1), anew every epoch for training, fixed for validation and test. Masking is dynamic too: every
+batch chooses 15% of its tokens anew, of which 80% become [MASK], 10% a random token and 10% stay unchanged.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from dlkit.data.base import DataModule, complete_splits
+from dlkit.data.base import Batch, DataModule, EpochShuffle, split_assignment
+from dlkit.data.progress import preparing
 from dlkit.data.spec import DataSpec
-from dlkit.data.text import pad_batch
-from dlkit.data.tokenizers import cached_tokenizer, encode, fingerprint, load_tokenizer, special_ids
-from dlkit.errors import DlkitError, UsageError
+from dlkit.data.store import Ragged, Store, StoreWriter, pad_rows, prepared
+from dlkit.data.tokenizers import encode_rows, fingerprint, frame, load_tokenizer, special_ids, train_tokenizer
+from dlkit.errors import UsageError
 
 Document = list[str]
-
-
-class SentencePairs(Dataset):
-    def __init__(self, ids: list[list[int]], types: list[list[int]], nsp: list[int]) -> None:
-        self.ids, self.types, self.nsp = ids, types, nsp
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> tuple[list[int], list[int], int]:
-        return self.ids[index], self.types[index], self.nsp[index]
+SPLITS = ("train", "val", "test")
+# sentences the tokenizer encodes in one call
+ENCODE_SENTENCES = 16384
 
 
 class MaskingCollator:
-    """Pads a batch and masks it: 15% of real, non-special tokens chosen; 80/10/10 [MASK] / random / kept."""
+    """Masks a batch: 15% of real, non-special tokens chosen; 80/10/10 [MASK] / random / kept."""
 
-    def __init__(self, pad_id: int, mask_id: int, vocab_size: int, special: set[int], probability: float = 0.15):
-        self.pad_id, self.mask_id, self.vocab_size = pad_id, mask_id, vocab_size
+    def __init__(self, mask_id: int, vocab_size: int, special: set[int], probability: float = 0.15):
+        self.mask_id, self.vocab_size = mask_id, vocab_size
         self.special, self.probability = torch.tensor(sorted(special)), probability
 
-    def __call__(self, items: list[tuple[list[int], list[int], int]]) -> dict[str, torch.Tensor]:
-        ids, mask = pad_batch([i[0] for i in items], self.pad_id)
-        types, _ = pad_batch([i[1] for i in items], 0)
-        candidates = mask.bool() & ~torch.isin(ids, self.special)
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        ids, attention, types, nsp = batch
+        candidates = attention.bool() & ~torch.isin(ids, self.special)
         chosen = (torch.rand(ids.shape) < self.probability) & candidates
         labels = torch.where(chosen, ids, torch.full_like(ids, -100))
         roll = torch.rand(ids.shape)
@@ -54,8 +52,89 @@ class MaskingCollator:
         masked[chosen & (roll < 0.8)] = self.mask_id
         randomised = chosen & (roll >= 0.8) & (roll < 0.9)
         masked[randomised] = torch.randint(0, self.vocab_size, (int(randomised.sum()),))
-        return {"input_ids": masked, "attention_mask": mask, "token_type_ids": types, "mlm_labels": labels,
-                "nsp_labels": torch.tensor([i[2] for i in items], dtype=torch.long)}
+        return {"input_ids": masked, "attention_mask": attention, "token_type_ids": types, "mlm_labels": labels,
+                "nsp_labels": nsp}
+
+
+def _uniform(seed: int, epoch: np.ndarray, item: np.ndarray, stream: int) -> np.ndarray:
+    """Numbers in [0, 1) that depend only on (seed, epoch, item, stream): splitmix64 of the four, vectorised."""
+    with np.errstate(over="ignore"):
+        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + epoch.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+             + item.astype(np.uint64) * np.uint64(0x94D049BB133111EB) + np.uint64(stream))
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class SentencePairs(Dataset):
+    """Next-sentence examples of one split: the sentences with a successor in their document. An index given by
+    EpochItems carries its epoch (epoch * len + example), which decides the partners of that epoch."""
+
+    def __init__(self, sentences: Ragged, documents: np.ndarray, seed: int, max_length: int, cls: int, sep: int,
+                 pad: int) -> None:
+        self.sentences, self.seed, self.max_length = sentences, seed, max_length
+        self.cls, self.sep, self.pad = cls, sep, pad
+        documents = np.asarray(documents)
+        self.document = documents
+        self.examples = np.flatnonzero(documents[:-1] == documents[1:]) if len(documents) > 1 else np.zeros(0, int)
+        starts = np.flatnonzero(np.r_[True, documents[1:] != documents[:-1]]) if len(documents) else np.zeros(0, int)
+        self.starts, self.counts = starts, np.diff(np.r_[starts, len(documents)])
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def pairs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sentence A, sentence B, NSP label) of examples given with their epoch (epoch * len + example)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        epoch, item = np.divmod(indices, max(1, len(self.examples)))
+        first = self.examples[item]
+        random_partner = _uniform(self.seed, epoch, item, 0) >= 0.5
+        documents = len(self.starts)
+        other = (self.document[first] + 1 + (_uniform(self.seed, epoch, item, 1) * (documents - 1)).astype(np.int64)) \
+            % documents
+        within = (_uniform(self.seed, epoch, item, 2) * self.counts[other]).astype(np.int64)
+        second = np.where(random_partner, self.starts[other] + within, first + 1)
+        return first, second, random_partner.astype(np.int64)
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        """(input_ids, attention_mask, token_type_ids [B, T], nsp_labels [B]): [CLS] A [SEP] B [SEP], the longer
+        sentence shortened first until the pair fits max_length."""
+        first, second, labels = self.pairs(np.asarray(indices))
+        rows, types = [], []
+        for a, b in zip(first.tolist(), second.tolist()):
+            left, right = _fit(self.sentences.row(a), self.sentences.row(b), self.max_length - 3)
+            rows.append(np.concatenate([[self.cls], left, [self.sep], right, [self.sep]]))
+            types.append(len(left) + 2)
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        ids = pad_rows(np.concatenate(rows), lengths, self.pad)
+        positions = np.arange(ids.shape[1])
+        attention = (positions < lengths[:, None]).astype(np.int64)
+        segments = ((positions >= np.array(types)[:, None]) & (attention == 1)).astype(np.int64)
+        return Batch((torch.from_numpy(ids), torch.from_numpy(attention), torch.from_numpy(segments),
+                      torch.from_numpy(labels)))
+
+
+def _fit(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop tokens from the end of the longer sequence until both fit in budget (BERT's rule)."""
+    budget = max(budget, 0)
+    keep_a, keep_b = len(a), len(b)
+    while keep_a + keep_b > budget:
+        if keep_b > keep_a:
+            keep_b -= 1
+        else:
+            keep_a -= 1
+    return a[:keep_a], b[:keep_b]
+
+
+class EpochItems(EpochShuffle):
+    """EpochShuffle whose indices carry their epoch (epoch * size + index), so the dataset can draw that epoch's
+    partners in whatever process reads the batch."""
+
+    def __iter__(self) -> Iterator[int]:
+        base = self.epoch * self.size
+        for index in super().__iter__():
+            yield base + index
 
 
 # after ., ! or ? (and a closing quote or bracket) and before a space; abbreviations ("Mr. Smith") cut too
@@ -67,47 +146,22 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
 
 
-def read_corpus(path: Path) -> list[Document]:
-    """Documents (lists of sentences) from a file: one sentence per line, blank lines between documents.
-
-    A document written on one line (one document per line, blank lines between) is cut into its sentences.
-    """
+def read_documents(path: Path) -> Iterator[Document]:
+    """The documents (lists of sentences) of a corpus file, one at a time: one sentence per line, blank lines
+    between documents; a document written on one line is cut into its sentences."""
     if not path.is_file():
         raise UsageError(f"corpus file {path} does not exist: set data.corpus_file.")
-    documents, current = [], []
-    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
-        if line.strip():
-            current.append(line.strip())
-        elif current:
-            documents.append(split_sentences(current[0]) if len(current) == 1 else current)
-            current = []
-    if len(documents) < 2:
-        raise UsageError(f"corpus file {path} holds {len(documents)} document(s): next-sentence pairs need at least "
-                         "two (one sentence per line, a blank line between documents).")
-    if all(len(d) < 2 for d in documents):
-        raise UsageError(f"corpus file {path} gives no next-sentence pairs: none of its {len(documents)} documents "
-                         "has two sentences. Write one sentence per line, a blank line between documents, and "
-                         "documents of two or more sentences.")
-    return documents
-
-
-def sentence_pairs(documents: list[Document], seed: int) -> list[tuple[str, str, int]]:
-    """(A, B, label) for every sentence with a successor: label 0 when B is the next sentence, 1 when random.
-
-    The random B comes from another document drawn by offset (one draw, whatever the number of documents).
-    """
-    if len(documents) < 2:
-        raise DlkitError("next-sentence pairs need at least two documents (separate them with a blank line)")
-    rng = random.Random(seed)
-    pairs = []
-    for index, document in enumerate(documents):
-        for position in range(len(document) - 1):
-            if rng.random() < 0.5:
-                pairs.append((document[position], document[position + 1], 0))
-            else:
-                other = documents[(index + rng.randrange(1, len(documents))) % len(documents)]
-                pairs.append((document[position], rng.choice(other), 1))
-    return pairs
+    current: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            text = line.strip()
+            if text:
+                current.append(text)
+            elif current:
+                yield split_sentences(current[0]) if len(current) == 1 else current
+                current = []
+    if current:
+        yield split_sentences(current[0]) if len(current) == 1 else current
 
 
 TOPICS = {
@@ -152,29 +206,40 @@ class CorpusDataModule(DataModule):
                          "path": None, **(tokenizer or {})}
         self.mask_probability, self.fractions, self.seed = mask_probability, (val_fraction, test_fraction), seed
         self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")
+        self.tokenizer = None
+        self.store: Store | None = None
+
+    def documents(self) -> Iterator[Document]:
+        """Every document of the corpus, in order (each call reads the file anew)."""
+        if self.corpus_file:
+            return read_documents(Path(self.corpus_file).expanduser())
+        return iter(synthetic_documents(self.synthetic, self.seed))
+
+    def store_key(self) -> str:
+        settings = dict(self.settings)
+        path = settings.pop("path")
+        source = self.corpus_file or ["synthetic", self.synthetic, self.seed]
+        # a given tokenizer is part of the key: runs from two checkpoints must not share one store
+        return fingerprint("corpus", source, settings, *([str(Path(path).expanduser().resolve())] if path else []),
+                           self.max_length, self.fractions, self.seed)
+
+    def prepare(self) -> tuple[Store, bool]:
+        """The token store of the corpus (built now if needed); (store, whether it was built now)."""
+        return prepared(self.cache_dir, self.store_key(), self._build, describe="pre-training corpus")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        documents = (read_corpus(Path(self.corpus_file).expanduser()) if self.corpus_file
-                     else synthetic_documents(self.synthetic, self.seed))
-        splits = complete_splits({"train": documents}, *self.fractions, self.seed, type(self).__name__)
-        settings = dict(self.settings)
-        path = settings.pop("path")
-        source = self.corpus_file or ["synthetic", self.synthetic, self.seed]
-        # a given tokenizer is part of the key: runs from two checkpoints must not share (and overwrite) one file
-        key = fingerprint(source, settings, *([str(Path(path).expanduser().resolve())] if path else []))
-        self.tokenizer_file = str(Path(self.cache_dir).expanduser() / "tokenizers" / f"{key}.json")
-        if path:
-            self.tokenizer = load_tokenizer(path, settings["lowercase"])
-            Path(self.tokenizer_file).parent.mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(self.tokenizer_file)
-        else:
-            sentences = [s for d in splits["train"] for s in d]
-            self.tokenizer = cached_tokenizer(self.cache_dir, key, sentences, **settings)
-        self._use_tokenizer(self.tokenizer)
-        self.train_set, self.val_set, self.test_set = (self._pairs(splits[n], offset)
-                                                       for offset, n in enumerate(("train", "val", "test")))
+        from tokenizers import Tokenizer
+
+        self.store, _ = self.prepare()
+        self.tokenizer_file = str(self.store.folder / "tokenizer.json")
+        self._use_tokenizer(Tokenizer.from_file(self.tokenizer_file))
+        ids = special_ids(self.tokenizer)
+        self.train_set, self.val_set, self.test_set = (
+            SentencePairs(self.store.ragged(split, "sentences"), self.store.fixed(split, "document"),
+                          self.seed + offset, self.max_length, ids["cls"], ids["sep"], self.pad_id)
+            for offset, split in enumerate(SPLITS))
         if len(self.train_set) == 0:
             source = self.corpus_file or "the synthetic corpus"
             raise UsageError(f"the training split of {source} gives no next-sentence pairs: its documents need two "
@@ -182,18 +247,81 @@ class CorpusDataModule(DataModule):
         self._spec = DataSpec(kind=self.kind, vocab_size=self.tokenizer.get_vocab_size(), pad_id=self.pad_id,
                               mask_id=self.mask_id, max_length=self.max_length, tokenizer_path=self.tokenizer_file)
 
-    def _pairs(self, documents: list[Document], offset: int) -> SentencePairs:
-        pairs = sentence_pairs(documents, self.seed + offset) if len(documents) > 1 else []
-        ids = encode(self.tokenizer, [a for a, _, _ in pairs], pairs=[b for _, b, _ in pairs],
-                     max_length=self.max_length, add_special=True)
-        sep = special_ids(self.tokenizer)["sep"]
-        types = [[0] * (seq.index(sep) + 1) + [1] * (len(seq) - seq.index(sep) - 1) for seq in ids]
-        return SentencePairs(ids, types, [label for _, _, label in pairs])
+    def _build(self, writer: StoreWriter) -> dict[str, Any]:
+        source = self.corpus_file or "the synthetic corpus"
+        with preparing() as show:
+            counting = show("Reading documents")
+            count, longest = 0, 0
+            for document in self.documents():
+                count, longest = count + 1, max(longest, len(document))
+                counting.advance(1)
+            if count < 2:
+                raise UsageError(f"corpus file {source} holds {count} document(s): next-sentence pairs need at "
+                                 "least two (one sentence per line, a blank line between documents).")
+            if longest < 2:
+                raise UsageError(f"corpus file {source} gives no next-sentence pairs: none of its {count} "
+                                 "documents has two sentences. Write one sentence per line, a blank line between "
+                                 "documents, and documents of two or more sentences.")
+            parts = split_assignment(count, (1.0 - sum(self.fractions), *self.fractions), self.seed)
+            tokenizer = self._tokenizer(parts, show("Training the tokenizer", int((parts == 0).sum())))
+            frame(tokenizer, self.max_length, special=True)
+            tokenizer.save(str(writer.folder / "tokenizer.json"))
+            self._encode(writer, tokenizer, parts, show("Encoding documents", count))
+        return {"documents": count}
+
+    def _tokenizer(self, parts: np.ndarray, progress: Any):
+        settings = dict(self.settings)
+        path = settings.pop("path")
+        if path:
+            return load_tokenizer(path, settings["lowercase"])
+
+        def sentences() -> Iterator[list[str]]:
+            batch: list[str] = []
+            for number, document in enumerate(self.documents()):
+                if parts[number] == 0:
+                    batch += document
+                    progress.advance(1)
+                if len(batch) >= ENCODE_SENTENCES:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        return train_tokenizer(sentences(), **settings)
+
+    def _encode(self, writer: StoreWriter, tokenizer: Any, parts: np.ndarray, progress: Any) -> None:
+        """Every sentence's token ids and its document's number (within its split), split by split."""
+        pending: dict[int, tuple[list[str], list[int]]] = {0: ([], []), 1: ([], []), 2: ([], [])}
+        numbers = [0, 0, 0]  # documents written per split
+
+        def flush(part: int) -> None:
+            texts, documents = pending[part]
+            if texts:
+                ids, lengths, _ = encode_rows(tokenizer, texts)
+                writer.ragged(SPLITS[part], "sentences", ids, lengths)
+                writer.fixed(SPLITS[part], "document", np.asarray(documents, dtype=np.int32))
+                progress.advance(0, written=int(lengths.sum()) * 4)
+            pending[part] = ([], [])
+
+        for number, document in enumerate(self.documents()):
+            part = int(parts[number])
+            pending[part][0].extend(document)
+            pending[part][1].extend([numbers[part]] * len(document))
+            numbers[part] += 1
+            progress.advance(1)
+            if len(pending[part][0]) >= ENCODE_SENTENCES:
+                flush(part)
+        for part in pending:
+            flush(part)
+        for split in SPLITS:
+            writer.empty_split(split)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True, sampler=EpochItems(len(self.train_set), self.shuffle_seed))
 
     def inference_state(self) -> dict[str, Any] | None:
         """The tokenizer as JSON text: all predict needs besides the spec."""
-        tokenizer = getattr(self, "tokenizer", None)
-        return {"tokenizer": tokenizer.to_str()} if tokenizer is not None else None
+        return {"tokenizer": self.tokenizer.to_str()} if self.tokenizer is not None else None
 
     def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
         from tokenizers import Tokenizer
@@ -203,14 +331,16 @@ class CorpusDataModule(DataModule):
 
     def _use_tokenizer(self, tokenizer: Any) -> None:
         """Take the tokenizer, its [PAD] and [MASK] ids, and the masking collator built on them."""
-        self.tokenizer = tokenizer
+        self.tokenizer = frame(tokenizer, self.max_length, special=True)
         ids = special_ids(tokenizer)
         self.pad_id, self.mask_id = ids["pad"], ids["mask"]
-        self.collate_fn = MaskingCollator(self.pad_id, self.mask_id, tokenizer.get_vocab_size(),
+        self.collate_fn = MaskingCollator(self.mask_id, tokenizer.get_vocab_size(),
                                           {i for i in ids.values() if i is not None}, self.mask_probability)
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Texts with [MASK] tokens, framed [CLS] text [SEP] (nothing else is masked)."""
-        ids = encode(self.tokenizer, raw, max_length=self.max_length, add_special=True)
-        input_ids, mask = pad_batch(ids, self.pad_id)
-        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids)}
+        ids, lengths, _ = encode_rows(self.tokenizer, raw, special=True)
+        input_ids = pad_rows(ids, lengths, self.pad_id)
+        attention = (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64)
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention),
+                "token_type_ids": torch.zeros(input_ids.shape, dtype=torch.long)}

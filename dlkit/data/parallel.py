@@ -1,55 +1,61 @@
 """Sequence-to-sequence data: parallel text files, Hugging Face translation sets, and a synthetic default.
 
-Batches: {"src_ids", "src_mask", "tgt_ids", "tgt_mask"} padded to the longest sequence; targets are framed
-[BOS] ... [EOS]. Tokenizers are trained on the training split (cached) with a shared or a separate vocabulary.
+Batches: {"src_ids", "src_mask", "tgt_ids", "tgt_mask", "index"} padded to the longest sequence; targets are framed
+[BOS] ... [EOS]. Preparing streams the pairs: it counts them (and cuts validation and test sets out of the training
+pairs when the source has none), trains the tokenizer on the training pairs (one shared vocabulary, or one for each
+side), and stores every pair's ids and its reference text as written (for BLEU) in a token store.
 """
 
 from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dlkit.data.base import DataModule, complete_splits
+from dlkit.data.base import BatchDict, DataModule, split_assignment
+from dlkit.data.progress import preparing
 from dlkit.data.spec import DataSpec
-from dlkit.data.text import pad_batch
-from dlkit.data.tokenizers import cached_tokenizer, encode, fingerprint, special_ids
+from dlkit.data.store import Ragged, Store, StoreWriter, Strings, clip_rows, frame_rows, pad_rows, prepared
+from dlkit.data.tokenizers import encode_rows, fingerprint, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
 
-Pair = tuple[str, str]
+SPLITS = ("train", "val", "test")
+ENCODE_ROWS = 16384
+# what a source yields: chunks of {"src": [...], "tgt": [...]}
+Source = Callable[[], Iterator[dict[str, list[str]]]]
 
 
-class EncodedPairs(Dataset):
-    def __init__(self, src: list[list[int]], tgt: list[list[int]], raw_targets: list[str] | None = None) -> None:
-        self.src, self.tgt = src, tgt
-        self.raw_targets = raw_targets  # the reference texts as written, for BLEU
+class PairRows(Dataset):
+    """Source and framed target ids of one split, and the reference texts as written (`raw_targets`, for BLEU)."""
+
+    def __init__(self, src: Ragged, tgt: Ragged, pad_id: int, raw_targets: Strings | None = None) -> None:
+        self.src, self.tgt, self.pad_id, self.raw_targets = src, tgt, pad_id, raw_targets
 
     def __len__(self) -> int:
         return len(self.src)
 
     def __getitem__(self, index: int) -> tuple[list[int], list[int], int]:
-        return self.src[index], self.tgt[index], index
+        return self.src.row(index).tolist(), self.tgt.row(index).tolist(), index
 
-
-class PairCollator:
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, items: list[tuple]) -> dict[str, torch.Tensor]:
-        src_ids, src_mask = pad_batch([i[0] for i in items], self.pad_id)
-        tgt_ids, tgt_mask = pad_batch([i[1] for i in items], self.pad_id)
-        batch = {"src_ids": src_ids, "src_mask": src_mask, "tgt_ids": tgt_ids, "tgt_mask": tgt_mask}
-        if all(len(i) > 2 for i in items):  # row numbers: the task finds the raw reference texts by them
-            batch["index"] = torch.tensor([i[2] for i in items], dtype=torch.long)
+    def __getitems__(self, indices: list[int]) -> BatchDict:
+        rows = np.asarray(indices, dtype=np.int64)
+        batch = BatchDict(index=torch.from_numpy(rows))
+        for name, column in (("src", self.src), ("tgt", self.tgt)):
+            ids, lengths = column.padded(rows, self.pad_id)
+            batch[f"{name}_ids"] = torch.from_numpy(ids)
+            batch[f"{name}_mask"] = torch.from_numpy((np.arange(ids.shape[1]) < lengths[:, None]).astype(np.int64))
         return batch
 
 
 class Seq2SeqDataModule(DataModule):
-    """Subclasses give the (source, target) pairs of each split; this class tokenizes, splits and batches."""
+    """Subclasses give the (source, target) pairs of each split; this class tokenizes, splits, stores and
+    batches them."""
 
     kind = "seq2seq"
 
@@ -64,51 +70,135 @@ class Seq2SeqDataModule(DataModule):
         self.fractions = (val_fraction, test_fraction)
         self.split_seed = split_seed
         self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")
+        self.store: Store | None = None
 
-    def load_pairs(self) -> dict[str, list[Pair]]:
+    def sources(self) -> dict[str, Source]:
         raise NotImplementedError
 
     def source_id(self) -> Any:
         raise NotImplementedError
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        splits = complete_splits(self.load_pairs(), *self.fractions, self.split_seed, type(self).__name__)
-        sources = [s for s, _ in splits["train"]]
-        targets = [t for _, t in splits["train"]]
-        key = fingerprint(self.source_id(), self.settings, self.shared_vocab, *self._normalizer_version())
-        if self.shared_vocab:
-            self.src_tokenizer = self.tgt_tokenizer = cached_tokenizer(self.cache_dir, key, sources + targets,
-                                                                       **self.settings)
-        else:
-            self.src_tokenizer = cached_tokenizer(self.cache_dir, key + "-src", sources, **self.settings)
-            self.tgt_tokenizer = cached_tokenizer(self.cache_dir, key + "-tgt", targets, **self.settings)
-        self._use_tokenizers(self.src_tokenizer, self.tgt_tokenizer)
-        self.train_set, self.val_set, self.test_set = (self._encode(splits[n]) for n in ("train", "val", "test"))
-        folder = Path(self.cache_dir).expanduser() / "tokenizers"
-        # longest framed target ([BOS] ... [EOS]) of the training split: the default decoding limit
-        longest = max((len(t) for t in self.train_set.tgt), default=self.max_length + 2)
-        self._spec = DataSpec(
-            kind=self.kind, src_vocab_size=self.src_tokenizer.get_vocab_size(),
-            tgt_vocab_size=self.tgt_tokenizer.get_vocab_size(), pad_id=self.pad_id, bos_id=self.bos_id,
-            eos_id=self.eos_id, max_length=self.max_length + 2,
-            tokenizer_path=str(folder / f"{key}{'' if self.shared_vocab else '-tgt'}.json"),
-            extra={"share_embeddings": self.shared_vocab, "longest_target": longest,
-                   "src_tokenizer_path": str(folder / f"{key}{'' if self.shared_vocab else '-src'}.json")},
-        )
+    def empty(self, split: str) -> str:
+        """The message for a split without pairs."""
+        if split == "train":
+            return f"{type(self).__name__}: the training split is empty"
+        return f"{type(self).__name__}: the {split} split is empty (too few examples?)"
+
+    def store_key(self) -> str:
+        return fingerprint("seq2seq", self.source_id(), self.settings, self.shared_vocab, *self._normalizer_version(),
+                           self.max_length, self.fractions, self.split_seed)
 
     def _normalizer_version(self) -> list[str]:
-        """Cased tokenizers stopped stripping accents: a new cache key for them (uncased ones are unchanged)."""
+        """Cased tokenizers stopped stripping accents: a new key for them (uncased ones are unchanged)."""
         strip = self.settings.get("strip_accents")
         cased_keeps = not self.settings.get("lowercase", True) and not strip
         return ["cased-keeps-accents"] if cased_keeps else []
 
-    def _encode(self, pairs: list[Pair]) -> EncodedPairs:
-        src = encode(self.src_tokenizer, [s for s, _ in pairs], max_length=self.max_length)
-        tgt = encode(self.tgt_tokenizer, [t for _, t in pairs], max_length=self.max_length)
-        return EncodedPairs(src, [[self.bos_id, *t, self.eos_id] for t in tgt], [t for _, t in pairs])
+    def prepare(self) -> tuple[Store, bool]:
+        """The token store of these pairs (built now if needed); (store, whether it was built now)."""
+        return prepared(self.cache_dir, self.store_key(), self._build, describe=f"data of {type(self).__name__}")
 
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        from tokenizers import Tokenizer
+
+        self.store, _ = self.prepare()
+        folder = self.store.folder
+        target = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        source = Tokenizer.from_file(str(folder / "src_tokenizer.json")) if not self.shared_vocab else target
+        self._use_tokenizers(source, target)
+        self.train_set, self.val_set, self.test_set = (
+            PairRows(self.store.ragged(split, "src"), self.store.ragged(split, "tgt"), self.pad_id,
+                     self.store.strings(split, "raw")) for split in SPLITS)
+        # longest framed target ([BOS] ... [EOS]) of the training split: the default decoding limit
+        lengths = self.train_set.tgt.lengths()
+        longest = int(lengths.max()) if len(lengths) else self.max_length + 2
+        self._spec = DataSpec(
+            kind=self.kind, src_vocab_size=self.src_tokenizer.get_vocab_size(),
+            tgt_vocab_size=self.tgt_tokenizer.get_vocab_size(), pad_id=self.pad_id, bos_id=self.bos_id,
+            eos_id=self.eos_id, max_length=self.max_length + 2, tokenizer_path=str(folder / "tokenizer.json"),
+            extra={"share_embeddings": self.shared_vocab, "longest_target": longest,
+                   "src_tokenizer_path": str(folder / ("tokenizer.json" if self.shared_vocab
+                                                       else "src_tokenizer.json"))},
+        )
+
+    # -- preparing the store ---------------------------------------------------------------------------
+    def _build(self, writer: StoreWriter) -> dict[str, Any]:
+        sources = self.sources()
+        with preparing() as show:
+            counts = {}
+            for name, source in sources.items():
+                progress = show(f"Reading {name} pairs")
+                for chunk in source():
+                    progress.advance(len(chunk["src"]))
+                counts[name] = progress.rows
+            missing = [name for name in ("val", "test") if name not in counts]
+            cut = [self.fractions[0] if name == "val" else self.fractions[1] for name in missing]
+            parts = split_assignment(counts["train"], (1.0 - sum(cut), *cut), self.split_seed) if missing else None
+            self._check_sizes(counts, parts, missing)
+            train = int((parts == 0).sum()) if parts is not None else counts["train"]
+            if self.shared_vocab:
+                source = target = self._train(sources["train"], parts, ("src", "tgt"), show, train)
+            else:
+                source = self._train(sources["train"], parts, ("src",), show, train)
+                target = self._train(sources["train"], parts, ("tgt",), show, train)
+                source.save(str(writer.folder / "src_tokenizer.json"))
+            target.save(str(writer.folder / "tokenizer.json"))
+            ids = special_ids(target)
+            for name, source_rows in sources.items():
+                route = ["train", *missing] if name == "train" and parts is not None else [name]
+                self._encode(source_rows, writer, (source, target, ids["bos"], ids["eos"]), route,
+                             parts if len(route) > 1 else None, show(f"Encoding {name} pairs", counts[name]))
+        for name in SPLITS:
+            writer.empty_split(name)
+        return {"source": self.source_id(), "pairs": counts}
+
+    def _check_sizes(self, counts: dict[str, int], parts: np.ndarray | None, missing: list[str]) -> None:
+        sizes = dict(counts)
+        if parts is not None:
+            sizes.update({"train": int((parts == 0).sum())})
+            sizes.update({name: int((parts == k).sum()) for k, name in enumerate(missing, 1)})
+        for name in SPLITS:
+            if not sizes.get(name):
+                raise DlkitError(self.empty(name))
+
+    def _train(self, train: Source, parts: np.ndarray | None, sides: tuple[str, ...], show: Any, rows: int):
+        progress = show("Training the tokenizer" + ("" if len(sides) == 2 else f" ({sides[0]})"), rows)
+
+        def texts() -> Iterator[list[str]]:
+            start = 0
+            for chunk in train():
+                keep = parts[start:start + len(chunk["src"])] == 0 if parts is not None else None
+                start += len(chunk["src"])
+                for side in sides:
+                    yield chunk[side] if keep is None else [t for t, k in zip(chunk[side], keep.tolist()) if k]
+                progress.advance(len(chunk["src"]) if keep is None else int(keep.sum()))
+
+        return train_tokenizer(texts(), length=rows, **self.settings)
+
+    def _encode(self, source: Source, writer: StoreWriter, coding: tuple[Any, Any, int, int], route: list[str],
+                parts: np.ndarray | None, progress: Any) -> None:
+        src_tokenizer, tgt_tokenizer, bos, eos = coding
+        start = 0
+        for chunk in source():
+            for begin in range(0, len(chunk["src"]), ENCODE_ROWS):
+                sources, targets = chunk["src"][begin:begin + ENCODE_ROWS], chunk["tgt"][begin:begin + ENCODE_ROWS]
+                src = Ragged.of(*clip_rows(*encode_rows(src_tokenizer, sources)[:2], self.max_length))
+                tgt_ids, tgt_lengths = clip_rows(*encode_rows(tgt_tokenizer, targets)[:2], self.max_length)
+                tgt = Ragged.of(*frame_rows(tgt_ids, tgt_lengths, bos, eos))
+                span = slice(start, start + len(sources))
+                where = parts[span] if parts is not None else np.zeros(len(sources), dtype=np.int8)
+                for number, split in enumerate(route):
+                    chosen = np.flatnonzero(where == number)
+                    if len(chosen):
+                        writer.ragged(split, "src", *src.gather(chosen))
+                        writer.ragged(split, "tgt", *tgt.gather(chosen))
+                        writer.strings(split, "raw", [targets[i] for i in chosen.tolist()])
+                start += len(sources)
+                progress.advance(len(sources), written=int(src.offsets[-1] + tgt.offsets[-1]) * 4)
+
+    # -- prediction ------------------------------------------------------------------------------------
     def inference_state(self) -> dict[str, Any] | None:
         """The target tokenizer as JSON text (and the source one when the vocabularies are separate)."""
         if getattr(self, "tgt_tokenizer", None) is None:
@@ -127,17 +217,17 @@ class Seq2SeqDataModule(DataModule):
         self._spec = spec
 
     def _use_tokenizers(self, source: Any, target: Any) -> None:
-        """Take the tokenizers, the target's [PAD], [BOS] and [EOS] ids, and the collator padding with [PAD]."""
+        """Take the tokenizers and the target's [PAD], [BOS] and [EOS] ids."""
         self.src_tokenizer, self.tgt_tokenizer = source, target
         ids = special_ids(target)
         self.pad_id, self.bos_id, self.eos_id = ids["pad"], ids["bos"], ids["eos"]
-        self.collate_fn = PairCollator(self.pad_id)
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Source sentences as a batch (targets empty: the model decodes them)."""
-        src = encode(self.src_tokenizer, raw, max_length=self.max_length)
-        src_ids, src_mask = pad_batch(src, self.pad_id)
-        return {"src_ids": src_ids, "src_mask": src_mask}
+        ids, lengths = clip_rows(*encode_rows(self.src_tokenizer, raw)[:2], self.max_length)
+        src = pad_rows(ids, lengths, self.pad_id)
+        mask = (np.arange(src.shape[1]) < lengths[:, None]).astype(np.int64)
+        return {"src_ids": torch.from_numpy(src), "src_mask": torch.from_numpy(mask)}
 
     def decode(self, ids: list[int]) -> str:
         """Target ids (BOS/EOS/padding dropped) back to text."""
@@ -148,8 +238,8 @@ class Seq2SeqDataModule(DataModule):
 
 
 # -- sources -----------------------------------------------------------------------------------------------
-def read_pairs(path: str | Path, target_path: str | Path | None = None) -> list[Pair]:
-    """Pairs from a TSV file (source TAB target per line) or from two line-aligned files."""
+def read_pairs(path: str | Path, target_path: str | Path | None = None) -> Iterator[dict[str, list[str]]]:
+    """Chunks of pairs from a TSV file (source TAB target per line) or from two line-aligned files, streamed."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist.")
@@ -157,18 +247,46 @@ def read_pairs(path: str | Path, target_path: str | Path | None = None) -> list[
         target_path = Path(target_path).expanduser()
         if not target_path.is_file():
             raise UsageError(f"data file {target_path} does not exist.")
-        sources = path.read_text(encoding="utf-8").splitlines()
-        targets = target_path.read_text(encoding="utf-8").splitlines()
-        if len(sources) != len(targets):
-            raise DlkitError(f"{path} has {len(sources)} lines but {target_path} has {len(targets)}: not aligned.")
-        return list(zip(sources, targets))
-    pairs = []
+        return _aligned(path, target_path)
+    return _tsv(path)
+
+
+def _aligned(path: Path, target_path: Path) -> Iterator[dict[str, list[str]]]:
+    chunk: dict[str, list[str]] = {"src": [], "tgt": []}
+    with open(path, encoding="utf-8") as sources, open(target_path, encoding="utf-8") as targets:
+        for number, (source, target) in enumerate(_zip_lines(sources, targets), 1):
+            if source is None or target is None:
+                longer, shorter = (path, target_path) if target is None else (target_path, path)
+                raise DlkitError(f"{longer} has more lines than {shorter} (line {number}): the files are not aligned.")
+            chunk["src"].append(source)
+            chunk["tgt"].append(target)
+            if len(chunk["src"]) == ENCODE_ROWS:
+                yield chunk
+                chunk = {"src": [], "tgt": []}
+    if chunk["src"]:
+        yield chunk
+
+
+def _zip_lines(a: Any, b: Any) -> Iterator[tuple[str | None, str | None]]:
+    from itertools import zip_longest
+
+    for left, right in zip_longest(a, b):
+        yield (left.rstrip("\r\n") if left is not None else None), (right.rstrip("\r\n") if right is not None else None)
+
+
+def _tsv(path: Path) -> Iterator[dict[str, list[str]]]:
+    chunk: dict[str, list[str]] = {"src": [], "tgt": []}
     with open(path, encoding="utf-8", newline="") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
             if len(row) < 2:
                 raise DlkitError(f"{path}:{number}: expected source TAB target")
-            pairs.append((row[0], row[1]))
-    return pairs
+            chunk["src"].append(row[0])
+            chunk["tgt"].append(row[1])
+            if len(chunk["src"]) == ENCODE_ROWS:
+                yield chunk
+                chunk = {"src": [], "tgt": []}
+    if chunk["src"]:
+        yield chunk
 
 
 class ParallelTextDataModule(Seq2SeqDataModule):
@@ -181,17 +299,22 @@ class ParallelTextDataModule(Seq2SeqDataModule):
         self.files = {"train": (train_file, train_target_file), "val": (val_file, val_target_file),
                       "test": (test_file, test_target_file)}
 
-    def load_pairs(self) -> dict[str, list[Pair]]:
+    def sources(self) -> dict[str, Source]:
         if not self.files["train"][0]:
             raise UsageError("data=parallel_text needs data.train_file=PATH (TSV, or with data.train_target_file).")
-        pairs = {}
+        sources = {}
         for name, files in self.files.items():
             if files[0]:
-                pairs[name] = read_pairs(*files)
-                if name != "train" and not pairs[name]:
-                    raise DlkitError(f"data.{name}_file {files[0]} has no pairs: fill it, or drop data.{name}_file "
-                                     f"to split the {name} set off the training data.")
-        return pairs
+                read_pairs(*files)  # the files are there: checked now, not in the middle of preparing
+                sources[name] = lambda files=files: read_pairs(*files)
+        return sources
+
+    def empty(self, split: str) -> str:
+        path = self.files.get(split, (None,))[0]
+        if split == "train" or not path:
+            return super().empty(split)
+        return (f"data.{split}_file {path} has no pairs: fill it, or drop data.{split}_file to split the {split} set "
+                "off the training data.")
 
     def source_id(self) -> Any:
         return [[str(Path(f).expanduser()) for f in files if f] for files in self.files.values()]
@@ -211,7 +334,7 @@ class HFTranslationDataModule(Seq2SeqDataModule):
         self.columns = (source_column, target_column)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
 
-    def load_pairs(self) -> dict[str, list[Pair]]:
+    def sources(self) -> dict[str, Source]:
         try:
             import datasets
         except ImportError as err:
@@ -222,7 +345,7 @@ class HFTranslationDataModule(Seq2SeqDataModule):
             raise DlkitError(f"could not load Hugging Face dataset {self.name!r} ({type(err).__name__}); offline, "
                              "point data.name at a local folder, or use data=parallel_text.") from err
         source, target = self.columns
-        pairs = {}
+        sources = {}
         for name, split in self.splits.items():
             if split is None or split not in dataset:
                 continue
@@ -230,8 +353,13 @@ class HFTranslationDataModule(Seq2SeqDataModule):
             if source not in part.column_names or target not in part.column_names:
                 raise UsageError(f"dataset {self.name!r} has no columns {source!r}/{target!r}; columns: "
                                  f"{', '.join(part.column_names)}.")
-            pairs[name] = list(zip(part[source], part[target]))
-        return pairs
+
+            def rows(part: Any = part) -> Iterator[dict[str, list[str]]]:
+                for batch in part.iter(batch_size=ENCODE_ROWS):
+                    yield {"src": [str(t) for t in batch[source]], "tgt": [str(t) for t in batch[target]]}
+
+            sources[name] = rows
+        return sources
 
     def source_id(self) -> Any:
         return [self.name, self.subset, self.columns, self.splits]
@@ -249,13 +377,17 @@ class SyntheticReverseDataModule(Seq2SeqDataModule):
         super().__init__(**kwargs)
         self.num_examples, self.min_length, self.max_words, self.seed = num_examples, min_length, max_words, seed
 
-    def load_pairs(self) -> dict[str, list[Pair]]:
-        rng = random.Random(self.seed)
-        pairs = []
-        for _ in range(self.num_examples):
-            words = rng.choices(WORDS, k=rng.randint(self.min_length, self.max_words))
-            pairs.append((" ".join(words), " ".join(reversed(words))))
-        return {"train": pairs}
+    def sources(self) -> dict[str, Source]:
+        def rows() -> Iterator[dict[str, list[str]]]:
+            rng = random.Random(self.seed)
+            chunk: dict[str, list[str]] = {"src": [], "tgt": []}
+            for _ in range(self.num_examples):
+                words = rng.choices(WORDS, k=rng.randint(self.min_length, self.max_words))
+                chunk["src"].append(" ".join(words))
+                chunk["tgt"].append(" ".join(reversed(words)))
+            yield chunk
+
+        return {"train": rows}
 
     def source_id(self) -> Any:
         return ["synthetic_reverse", self.num_examples, self.min_length, self.max_words, self.seed]

@@ -1,114 +1,76 @@
-"""Text classification datamodules: files (CSV/TSV/JSON Lines), Hugging Face datasets, and a synthetic default.
+"""Text classification datamodules: files (CSV/TSV/JSON Lines/Parquet), Hugging Face datasets, and a synthetic
+default.
 
-All share `TextClassificationDataModule`: labels indexed from the training split, a tokenizer trained on it
-(cached on disk by data and settings) or loaded from `tokenizer.path`, every split encoded in one batched
-call, batches padded to their longest text, and an optional length-bucketing sampler.
+All share `TextClassificationDataModule`. Preparing the data streams each source three times in chunks, never
+holding its rows: a first pass counts the rows and their labels (and cuts validation and test sets out of the
+training rows when the source has none), a second trains the tokenizer on the training rows (or loads the one
+`tokenizer.path` names), a third encodes every row with the tokenizer (framing and truncation included, every core
+at work) into a token store (dlkit.data.store), written once per (files, settings). Training reads batches out of
+the memory-mapped store, padded to their longest text, optionally bucketed by length.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from dlkit.data.base import DataModule, ResumableLoader, complete_splits
+from dlkit.data.base import Batch, BucketSampler, DataModule, split_assignment
+from dlkit.data.progress import preparing
 from dlkit.data.spec import DataSpec
-from dlkit.data.tokenizers import cached_tokenizer, encode, fingerprint, load_tokenizer, special_ids
+from dlkit.data.store import Ragged, Store, StoreWriter, prepared
+from dlkit.data.tables import Chunk, read_columns
+from dlkit.data.tokenizers import encode_rows, fingerprint, frame, load_tokenizer, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
 
-
-@dataclass
-class Example:
-    """One labelled text, optionally with a second text (sentence-pair tasks)."""
-
-    text: str
-    label: str
-    pair: str | None = None
+SPLITS = ("train", "val", "test")
+# rows the tokenizer encodes in one call
+ENCODE_ROWS = 16384
+# what a source yields: chunks of {"text": [...], "label": [...]} (and "pair": [...] for sentence pairs)
+Source = Callable[[], Iterator[Chunk]]
 
 
-class EncodedTexts(Dataset):
-    """Token ids and label indices of one split."""
+class TextRows(Dataset):
+    """Token ids (and segment ids of sentence pairs) and label indices of one split; a batch is gathered from them
+    at once (`__getitems__`) and padded to its longest text."""
 
-    def __init__(self, ids: list[list[int]], labels: list[int], type_ids: list[list[int]] | None = None) -> None:
-        self.ids, self.labels, self.type_ids = ids, labels, type_ids
+    def __init__(self, ids: Ragged, labels: np.ndarray | Any, pad_id: int, types: Ragged | None = None) -> None:
+        self.ids, self.labels, self.pad_id, self.types = ids, labels, pad_id, types
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def lengths(self) -> np.ndarray:
+        return self.ids.lengths()
+
     def __getitem__(self, index: int) -> tuple[list[int], list[int] | None, int]:
-        return self.ids[index], self.type_ids[index] if self.type_ids else None, self.labels[index]
+        """One row: (token ids, segment ids or None, label index)."""
+        types = self.types.row(index).tolist() if self.types is not None else None
+        return self.ids.row(index).tolist(), types, int(self.labels[index])
 
-
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the longest sequence: (ids [B, T], mask [B, T] with 1 on real tokens).
-
-    One tensor is built from the padded lists (not one per row): the collation cost is per batch, not per text.
-    """
-    lengths = [len(seq) for seq in sequences]
-    longest = max(1, max(lengths))
-    ids = torch.tensor([[*seq, *[pad_id] * (longest - len(seq))] for seq in sequences], dtype=torch.long)
-    mask = (torch.arange(longest) < torch.tensor(lengths).unsqueeze(1)).long()
-    return ids, mask
-
-
-class TextCollator:
-    """Batches of (ids, type_ids, label) into ({input_ids, attention_mask, token_type_ids}, labels)."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, items: list[tuple[list[int], list[int] | None, int]]) -> tuple[dict, torch.Tensor]:
-        ids, mask = pad_batch([item[0] for item in items], self.pad_id)
-        if any(item[1] is not None for item in items):  # sentence pairs: segment ids, padded with 0
-            type_ids, _ = pad_batch([item[1] or [] for item in items], 0)
-            type_ids = torch.nn.functional.pad(type_ids, (0, ids.shape[1] - type_ids.shape[1]))
-        else:
-            type_ids = torch.zeros_like(ids)
-        labels = torch.tensor([item[2] for item in items], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}, labels
-
-
-class BucketSampler(Sampler[list[int]]):
-    """Batches of similar lengths (shuffled within buckets of 50 batches, then batch order shuffled) to cut padding."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0) -> None:
-        self.lengths, self.batch_size, self.shuffle, self.seed, self.epoch = list(lengths), batch_size, shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Lightning calls this before every epoch: the order depends only on (seed, epoch)."""
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed + self.epoch)
-        order = list(range(len(self.lengths)))
-        if self.shuffle:
-            rng.shuffle(order)
-        chunk = self.batch_size * 50
-        batches = []
-        for start in range(0, len(order), chunk):
-            piece = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
-            batches += [piece[i:i + self.batch_size] for i in range(0, len(piece), self.batch_size)]
-        if self.shuffle:
-            rng.shuffle(batches)
-        return iter(batches)
-
-    def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+    def __getitems__(self, indices: list[int]) -> Batch:
+        """({input_ids, attention_mask, token_type_ids} [B, T], labels [B]) of many rows."""
+        rows = np.asarray(indices, dtype=np.int64)
+        ids, lengths = self.ids.padded(rows, self.pad_id)
+        mask = np.arange(ids.shape[1]) < lengths[:, None]
+        types = self.types.padded(rows, 0, ids.shape[1])[0] if self.types is not None else np.zeros_like(ids)
+        inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+                  "token_type_ids": torch.from_numpy(types)}
+        return Batch((inputs, torch.from_numpy(np.asarray(self.labels[rows], dtype=np.int64))))
 
 
 class TextClassificationDataModule(DataModule):
-    """Subclasses provide the examples of each split (`load_splits`); this class does the rest."""
+    """Subclasses give the rows of each split (`sources`) and what identifies them (`source_id`); this class
+    prepares, stores and batches them."""
 
     kind = "text_classification"
+    # whether rows have a second text (sentence-pair tasks): those are always framed [CLS] a [SEP] b [SEP]
+    pairs = False
 
     def __init__(self, batch_size: int = 64, tokenizer: dict[str, Any] | None = None, max_length: int | None = 256,
                  add_special_tokens: bool = False, bucketing: bool = False, val_fraction: float = 0.1,
@@ -122,80 +84,152 @@ class TextClassificationDataModule(DataModule):
         self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")
         self.tokenizer = None
         self.labels: list[str] = []
+        self.store: Store | None = None
 
     # -- what subclasses provide ------------------------------------------------------------------------
-    def load_splits(self) -> dict[str, list[Example]]:
-        """Examples of 'train' and, when the source has them, 'val' and 'test'."""
+    def sources(self) -> dict[str, Source]:
+        """The rows of 'train' and, when the source has them, 'val' and 'test'."""
         raise NotImplementedError
 
     def source_id(self) -> Any:
-        """What identifies the data for the tokenizer cache (files with sizes and times, or settings)."""
+        """What identifies the rows for the store's key (files with sizes and times, or settings)."""
         raise NotImplementedError
 
+    def empty(self, split: str) -> str:
+        """The message for a split without rows."""
+        if split == "train":
+            return f"{type(self).__name__}: the training split is empty"
+        return f"{type(self).__name__}: the {split} split is empty (too few examples?)"
+
+    @property
+    def framed(self) -> bool:
+        """Whether texts are framed [CLS] ... [SEP] (asked for, or sentence pairs)."""
+        return self.add_special_tokens or self.pairs
+
     # -- setup -----------------------------------------------------------------------------------------
+    def store_key(self) -> str:
+        """The store's name: every input that changes the ids (the files by path, size and time)."""
+        return fingerprint("text-classification", self.source_id(), self.tokenizer_settings, self.max_length,
+                           self.framed, self.val_fraction, self.test_fraction, self.split_seed)
+
+    def prepare(self) -> tuple[Store, bool]:
+        """The token store of this data (built now if needed); (store, whether it was built now)."""
+        return prepared(self.cache_dir, self.store_key(), self._build, describe=f"data of {type(self).__name__}")
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        cache = Path(self.cache_dir).expanduser() / "encoded" / f"{self._encoded_key()}.npz"
-        if cache.is_file():  # warm: labels, tokenizer and ids of every split from the cache, no text read
-            self.labels, encoded = _load_encoded(cache)
-            self.tokenizer = self._tokenizer(None)
-        else:
-            splits = complete_splits(self.load_splits(), self.val_fraction, self.test_fraction, self.split_seed,
-                                     type(self).__name__)
-            self.labels = sorted({ex.label for ex in splits["train"]})
-            for name in ("val", "test"):
-                unseen = sorted({ex.label for ex in splits[name]} - set(self.labels))
-                if unseen:
-                    raise DlkitError(f"label {unseen[0]!r} appears in the {name} split but never in train: "
-                                     "every label needs training examples.")
-            self.tokenizer = self._tokenizer([ex.text for ex in splits["train"]] +
-                                             [ex.pair for ex in splits["train"] if ex.pair])
-            encoded = {name: self._encode(splits[name]) for name in ("train", "val", "test")}
-            _save_encoded(cache, self.labels, encoded)
-        self._use_tokenizer(self.tokenizer)
-        self.train_set, self.val_set, self.test_set = encoded["train"], encoded["val"], encoded["test"]
+        self.store, _ = self.prepare()
+        from tokenizers import Tokenizer
+
+        self.tokenizer_file = str(self.store.folder / "tokenizer.json")
+        self.labels = list(self.store.manifest["labels"])
+        self._use_tokenizer(Tokenizer.from_file(self.tokenizer_file))
+        self.train_set, self.val_set, self.test_set = (self._rows(self.store, split) for split in SPLITS)
         self._spec = DataSpec(kind=self.kind, num_classes=len(self.labels), class_names=self.labels,
                               vocab_size=self.tokenizer.get_vocab_size(), pad_id=self.pad_id,
                               mask_id=special_ids(self.tokenizer)["mask"], max_length=self.max_length,
                               tokenizer_path=self.tokenizer_file)
 
-    def _encoded_key(self) -> str:
-        return fingerprint("encoded", self.source_id(), self.tokenizer_settings, self.max_length,
-                           self.add_special_tokens, self.val_fraction, self.test_fraction, self.split_seed)
+    def _rows(self, store: Store, split: str) -> TextRows:
+        types = store.ragged(split, "types") if store.has(split, "types") else None
+        return TextRows(store.ragged(split, "ids"), store.fixed(split, "label"), self.pad_id, types)
 
-    def _tokenizer(self, texts: list[str] | None):
-        """The configured tokenizer: loaded from tokenizer.path, or trained on texts (cached; None: from cache)."""
+    # -- preparing the store ---------------------------------------------------------------------------
+    def _build(self, writer: StoreWriter) -> dict[str, Any]:
+        sources = self.sources()
+        with preparing() as show:
+            counted = {name: _count(source, show(f"Reading {name} rows")) for name, source in sources.items()}
+            codes, names = counted["train"]
+            missing = [name for name in ("val", "test") if name not in counted]
+            cut = [self.val_fraction if name == "val" else self.test_fraction for name in missing]
+            # which split each training row goes to (0: train, k: missing[k - 1]); None: all of them to train
+            parts = split_assignment(len(codes), (1.0 - sum(cut), *cut), self.split_seed) if missing else None
+            labels = self._labels(counted, parts, missing)
+            tokenizer = self._tokenizer(sources["train"], parts, show)
+            frame(tokenizer, self.max_length, self.framed)
+            tokenizer.save(str(writer.folder / "tokenizer.json"))
+            for name, source in sources.items():
+                route = ["train", *missing] if name == "train" and parts is not None else [name]
+                remap = np.array([labels.index(n) if n in labels else -1 for n in counted[name][1]], dtype=np.int32)
+                self._encode(source, writer, tokenizer, route, parts if len(route) > 1 else None,
+                             remap[counted[name][0]], show(f"Encoding {name} rows", len(counted[name][0])))
+        for name in SPLITS:
+            writer.empty_split(name)
+        return {"labels": labels, "source": self.source_id()}
+
+    def _labels(self, counted: dict[str, tuple[np.ndarray, list[str]]], parts: np.ndarray | None,
+                missing: list[str]) -> list[str]:
+        """The label names of the training rows, sorted; every split non-empty and labelled with them."""
+        codes, names = counted["train"]
+        if not len(codes):
+            raise DlkitError(self.empty("train"))
+        split_codes = {"train": codes if parts is None else codes[parts == 0]}
+        split_codes.update({name: codes[parts == k] for k, name in enumerate(missing, 1)} if parts is not None else {})
+        labels = sorted({names[c] for c in np.unique(split_codes["train"])})
+        for name in ("val", "test"):
+            own = counted.get(name)
+            rows, known = (own[0], own[1]) if own is not None else (split_codes.get(name, np.zeros(0, int)), names)
+            if not len(rows):
+                raise DlkitError(self.empty(name))
+            unseen = sorted({known[c] for c in np.unique(rows)} - set(labels))
+            if unseen:
+                raise DlkitError(f"label {unseen[0]!r} appears in the {name} split but never in train: every label "
+                                 "needs training examples.")
+        return labels
+
+    def _tokenizer(self, train: Source, parts: np.ndarray | None, show: Any):
+        """The configured tokenizer: loaded from tokenizer.path, or trained on the training rows' texts."""
         settings = dict(self.tokenizer_settings)
         path = settings.pop("path")
         if path:
-            self.tokenizer_file = str(Path(path))
-            tokenizer = load_tokenizer(path, lowercase=settings["lowercase"])
-            if Path(path).suffix != ".json":  # keep a tokenizer.json beside the cache for models and predict
-                key = fingerprint("loaded", str(Path(path).resolve()), settings["lowercase"])
-                self.tokenizer_file = str(Path(self.cache_dir) / "tokenizers" / f"{key}.json")
-                Path(self.tokenizer_file).parent.mkdir(parents=True, exist_ok=True)
-                tokenizer.save(self.tokenizer_file)
-            return tokenizer
-        key = fingerprint(self.source_id(), settings)
-        self.tokenizer_file = str(Path(self.cache_dir).expanduser() / "tokenizers" / f"{key}.json")
-        return cached_tokenizer(self.cache_dir, key, texts, length=len(texts or []), **settings)
+            return load_tokenizer(path, lowercase=settings["lowercase"])
+        rows = int((parts == 0).sum()) if parts is not None else None
+        progress = show("Training the tokenizer", rows)
 
-    def _encode(self, examples: list[Example]) -> EncodedTexts:
-        pairs = [ex.pair or "" for ex in examples] if any(ex.pair for ex in examples) else None
-        # sentence pairs are always framed [CLS] a [SEP] b [SEP], so a model can tell the two texts apart
-        ids = encode(self.tokenizer, [ex.text for ex in examples], pairs=pairs, max_length=self.max_length,
-                     add_special=self.add_special_tokens or pairs is not None)
-        sep = special_ids(self.tokenizer)["sep"]
-        type_ids = [_segments(seq, sep) for seq in ids] if pairs is not None else None
-        index = {label: i for i, label in enumerate(self.labels)}
-        return EncodedTexts(ids, [index[ex.label] for ex in examples], type_ids)
+        def texts() -> Iterator[list[str]]:
+            start = 0
+            for chunk in train():
+                keep = parts[start:start + len(chunk["text"])] == 0 if parts is not None else None
+                start += len(chunk["text"])
+                for column in ("text", "pair"):
+                    if column in chunk:
+                        values = chunk[column]
+                        yield values if keep is None else [v for v, k in zip(values, keep.tolist()) if k]
+                progress.advance(len(chunk["text"]) if keep is None else int(keep.sum()))
 
+        return train_tokenizer(texts(), length=rows, **settings)
+
+    def _encode(self, source: Source, writer: StoreWriter, tokenizer: Any, route: list[str],
+                parts: np.ndarray | None, labels: np.ndarray, progress: Any) -> None:
+        """Encode a source's rows and append them to the splits of `route` (by `parts` when there are several)."""
+        start = 0
+        for chunk in source():
+            for begin in range(0, len(chunk["text"]), ENCODE_ROWS):
+                texts = chunk["text"][begin:begin + ENCODE_ROWS]
+                pairs = chunk["pair"][begin:begin + ENCODE_ROWS] if self.pairs else None
+                ids, lengths, types = encode_rows(tokenizer, texts, pairs, self.framed)
+                rows = Ragged.of(ids, lengths)
+                typed = Ragged(types, rows.offsets) if types is not None else None
+                span = slice(start, start + len(texts))
+                where = parts[span] if parts is not None else np.zeros(len(texts), dtype=np.int8)
+                for number, split in enumerate(route):
+                    chosen = np.flatnonzero(where == number)
+                    if not len(chosen):
+                        continue
+                    writer.ragged(split, "ids", *rows.gather(chosen))
+                    if typed is not None:
+                        writer.ragged(split, "types", *typed.gather(chosen))
+                    writer.fixed(split, "label", labels[span][chosen])
+                start += len(texts)
+                progress.advance(len(texts), written=int(lengths.sum()) * 4)
+
+    # -- loaders ---------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         if not self.bucketing:
             return super().train_dataloader()
-        sampler = BucketSampler([len(s) for s in self.train_set.ids], self.batch_size, seed=self.shuffle_seed)
-        return ResumableLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate_fn, **self.loader_kwargs)
+        sampler = BucketSampler(self.train_set.lengths(), self.batch_size, seed=self.shuffle_seed)
+        return self._loader(self.train_set, shuffle=True, sampler=sampler)
 
     # -- prediction ------------------------------------------------------------------------------------
     def inference_state(self) -> dict[str, Any] | None:
@@ -210,141 +244,40 @@ class TextClassificationDataModule(DataModule):
         self._spec = spec
 
     def _use_tokenizer(self, tokenizer: Any) -> None:
-        """Take the tokenizer, its [PAD] id (0 when it has none) and the collator padding with it."""
-        self.tokenizer = tokenizer
+        """Take the tokenizer (framing and truncating as this data does, see tokenizers.frame) and its [PAD] id
+        (0 when it has none)."""
+        self.tokenizer = frame(tokenizer, self.max_length, self.framed)
         pad = special_ids(tokenizer)["pad"]
         self.pad_id = pad if pad is not None else 0
-        self.collate_fn = TextCollator(self.pad_id)
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """A batch of model inputs for raw texts (a tab separates the two texts of a pair)."""
         texts = [line.split("\t", 1) for line in raw]
-        examples = [Example(t[0], self.labels[0], t[1] if len(t) > 1 else None) for t in texts]
-        inputs, _ = self.collate_fn([self._encode(examples)[i] for i in range(len(examples))])
+        pairs = [t[1] if len(t) > 1 else "" for t in texts] if self.pairs else None
+        ids, lengths, types = encode_rows(self.tokenizer, [t[0] for t in texts], pairs, self.framed)
+        rows = Ragged.of(ids, lengths)
+        rows = TextRows(rows, np.zeros(len(raw), dtype=np.int64), self.pad_id,
+                        Ragged(types, rows.offsets) if types is not None else None)
+        inputs, _ = rows.__getitems__(list(range(len(raw))))
         return inputs
 
 
-def _save_encoded(path: Path, labels: list[str], splits: dict[str, EncodedTexts]) -> None:
-    """Store encoded splits as flat arrays (written atomically); loading them back takes milliseconds."""
-    arrays: dict[str, np.ndarray] = {"labels_vocab": np.array(labels, dtype=object)}
-    for name, data in splits.items():
-        arrays[f"{name}_lengths"] = np.array([len(s) for s in data.ids], dtype=np.int64)
-        arrays[f"{name}_ids"] = np.fromiter((t for s in data.ids for t in s), dtype=np.int32)
-        arrays[f"{name}_labels"] = np.array(data.labels, dtype=np.int64)
-        if data.type_ids:
-            arrays[f"{name}_types"] = np.fromiter((t for s in data.type_ids for t in s), dtype=np.int8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _load_encoded(path: Path) -> tuple[list[str], dict[str, EncodedTexts]]:
-    with np.load(path, allow_pickle=True) as data:
-        labels = [str(x) for x in data["labels_vocab"]]
-        splits = {}
-        for name in ("train", "val", "test"):
-            bounds = np.cumsum(data[f"{name}_lengths"])[:-1]
-            ids = [a.tolist() for a in np.split(data[f"{name}_ids"], bounds)]
-            types = ([a.tolist() for a in np.split(data[f"{name}_types"], bounds)]
-                     if f"{name}_types" in data else None)
-            splits[name] = EncodedTexts(ids, data[f"{name}_labels"].tolist(), types)
-    return labels, splits
-
-
-def _segments(ids: list[int], sep: int | None) -> list[int]:
-    """Segment ids: 0 up to and including the first [SEP], 1 after it."""
-    if sep is None or sep not in ids:
-        return [0] * len(ids)
-    first = ids.index(sep)
-    return [0] * (first + 1) + [1] * (len(ids) - first - 1)
+def _count(source: Source, progress: Any) -> tuple[np.ndarray, list[str]]:
+    """(each row's label as a code, the label of each code) of a source, in one pass."""
+    index: dict[str, int] = {}
+    codes: list[np.ndarray] = []
+    for chunk in source():
+        labels = chunk["label"]
+        codes.append(np.fromiter((index.setdefault(v, len(index)) for v in labels), dtype=np.int32,
+                                 count=len(labels)))
+        progress.advance(len(labels))
+    return (np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32)), list(index)
 
 
 # -- sources ---------------------------------------------------------------------------------------------
-def read_table(path: Path, text_column: str | int, label_column: str | int, pair_column: str | int | None,
-               file_format: str | None = None, header: bool = True, encoding: str = "utf-8") -> list[Example]:
-    """Examples from a CSV, TSV or JSON Lines file; a bad row or missing column stops with its location.
-
-    CSV follows RFC 4180 quoting; TSV has no quoting at all (a quote is an ordinary character), so a stray `"`
-    cannot swallow the following rows. Without a header row (header=False) columns are named 0, 1, ...
-    """
-    if not path.is_file():
-        raise UsageError(f"data file {path} does not exist: check data.train_file / val_file / test_file.")
-    fmt = file_format or {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower())
-    if fmt is None:
-        raise UsageError(f"{path}: unknown format; name it .csv, .tsv or .jsonl, or set data.format=csv|tsv|jsonl.")
-    try:
-        with open(path, encoding=encoding, newline="") as handle:
-            rows = _json_rows(path, handle) if fmt == "jsonl" else _delimited_rows(path, handle, fmt, header)
-    except LookupError as err:
-        raise UsageError(f"data.encoding={encoding!r} is not a known text encoding: use utf-8, latin-1, ...") from err
-    except UnicodeDecodeError as err:
-        hint = "latin-1" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else "utf-8"
-        raise UsageError(f"{path} is not {encoding} text (byte {err.object[err.start:err.start + 1]!r} cannot be "
-                         f"decoded): set data.encoding={hint} (or the file's encoding).") from err
-    text_column, label_column = str(text_column), str(label_column)
-    pair_column = str(pair_column) if pair_column is not None else None
-    columns = set(rows[0][1]) if rows else set()
-    for needed in (text_column, label_column, pair_column):
-        if needed is not None and rows and needed not in columns:
-            from dlkit.errors import did_you_mean
-
-            no_header = " If the file has no header row: data.header=false and columns by number (0, 1, ...)." \
-                if header and fmt != "jsonl" else ""
-            raise UsageError(f"{path} has no column {needed!r}.{did_you_mean(needed, columns)} "
-                             f"Columns: {', '.join(sorted(columns))}.{no_header}")
-    examples = []
-    for number, row in rows:
-        text, label = row.get(text_column), row.get(label_column)
-        if text is None or label is None or (pair_column and row.get(pair_column) is None):
-            raise DlkitError(f"{path}: row {number} is missing its {text_column!r} or {label_column!r} value")
-        examples.append(Example(str(text), str(label), str(row[pair_column]) if pair_column else None))
-    return examples
-
-
-def _json_rows(path: Path, handle) -> list[tuple[int, dict]]:
-    """(line number, object) of each non-blank line of a JSON Lines file."""
-    rows = []
-    for number, line in enumerate(handle, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DlkitError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise DlkitError(f"{path}:{number}: expected a JSON object like {{\"text\": ..., \"label\": ...}}, "
-                             f"got a JSON {type(row).__name__}")
-        rows.append((number, row))
-    return rows
-
-
-def _delimited_rows(path: Path, handle, fmt: str, header: bool) -> list[tuple[int, dict]]:
-    """(row number, {column: value}) of a CSV or TSV file; a row wider than the header is refused."""
-    if fmt == "csv":
-        reader = csv.reader(handle, delimiter=",")
-        fix = "quote text containing commas"
-    else:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        fix = "a text cannot contain a TAB in a TSV file"
-    records = [(number, fields) for number, fields in enumerate(reader, 1) if fields]
-    if not records:
-        return []
-    if header:
-        names, what = records[0][1], "the header has"
-        records = records[1:]
-    else:
-        names, what = [str(i) for i in range(len(records[0][1]))], "the first row has"
-    rows = []
-    for number, fields in records:
-        if len(fields) > len(names):
-            raise DlkitError(f"{path} row {number} has {len(fields)} fields, {what} {len(names)} ({fix})")
-        rows.append((number, dict(zip(names, fields))))
-    return rows
-
-
 class TextFilesDataModule(TextClassificationDataModule):
-    """Texts and labels from CSV, TSV or JSON Lines files: a train file, optional validation and test files."""
+    """Texts and labels from CSV, TSV, JSON Lines or Parquet files: a train file, optional validation and test
+    files. Files of any size: they are streamed, never read whole."""
 
     def __init__(self, train_file: str, val_file: str | None = None, test_file: str | None = None,
                  text_column: str | int = "text", label_column: str | int = "label",
@@ -353,24 +286,37 @@ class TextFilesDataModule(TextClassificationDataModule):
         super().__init__(**kwargs)
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.columns = (text_column, label_column, text_pair_column)
+        self.pairs = text_pair_column is not None
         self.file_format, self.header, self.encoding = format, header, encoding
 
-    def load_splits(self) -> dict[str, list[Example]]:
+    def sources(self) -> dict[str, Source]:
         if not self.files["train"]:
-            raise UsageError("data=text_files needs data.train_file=PATH (CSV, TSV or JSON Lines).")
-        splits = {}
-        for name, path in self.files.items():
+            raise UsageError("data=text_files needs data.train_file=PATH (CSV, TSV, JSON Lines or Parquet).")
+        names = [str(c) for c in self.columns if c is not None]
+        keys = ["text", "label", "pair"][:len(names)]
+        sources = {}
+        for split, path in self.files.items():
             if not path:
                 continue
-            splits[name] = read_table(Path(path).expanduser(), *self.columns, self.file_format, self.header,
-                                      self.encoding)
-            if name != "train" and not splits[name]:
-                raise DlkitError(f"data.{name}_file {path} has no rows: fill it, or drop data.{name}_file to split "
-                                 f"the {name} set off the training data.")
-        return splits
+            file = Path(path).expanduser()
+            read_columns(file, names, self.file_format, self.header, self.encoding)  # checked now, not later
+
+            def rows(file: Path = file) -> Iterator[Chunk]:
+                for chunk in read_columns(file, names, self.file_format, self.header, self.encoding):
+                    yield {key: chunk[name] for key, name in zip(keys, names)}
+
+            sources[split] = rows
+        return sources
+
+    def empty(self, split: str) -> str:
+        path = self.files.get(split)
+        if split == "train" or not path:
+            return super().empty(split)
+        return (f"data.{split}_file {path} has no rows: fill it, or drop data.{split}_file to split the {split} set "
+                "off the training data.")
 
     def source_id(self) -> Any:
-        # header/encoding only when not the defaults, so existing caches stay valid
+        # header/encoding only when not the defaults, so existing keys stay valid
         reading = {k: v for k, v in (("header", self.header), ("encoding", self.encoding))
                    if v != {"header": True, "encoding": "utf-8"}[k]}
         return [str(Path(p).expanduser()) for p in self.files.values() if p] + [self.columns] + (
@@ -378,7 +324,8 @@ class TextFilesDataModule(TextClassificationDataModule):
 
 
 class HFTextDataModule(TextClassificationDataModule):
-    """A Hugging Face dataset by name (downloaded on first use into paths.data_dir) or a local dataset folder."""
+    """A Hugging Face dataset by name (downloaded on first use into paths.data_dir) or a local dataset folder; its
+    Arrow files are read a batch at a time."""
 
     def __init__(self, name: str, subset: str | None = None, text_column: str = "text", label_column: str = "label",
                  text_pair_column: str | None = None, train_split: str = "train", val_split: str | None = None,
@@ -389,6 +336,7 @@ class HFTextDataModule(TextClassificationDataModule):
                              "e.g. data.name=imdb or data.name=./my_dataset.")
         self.name, self.subset, self.data_dir = name, subset, data_dir
         self.columns = (text_column, label_column, text_pair_column)
+        self.pairs = text_pair_column is not None
         self.split_names = {"train": train_split, "val": val_split, "test": test_split}
 
     def prepare_data(self) -> None:
@@ -408,10 +356,10 @@ class HFTextDataModule(TextClassificationDataModule):
             raise DlkitError(f"could not load Hugging Face dataset {self.name!r} ({type(err).__name__}); offline, "
                              "point data.name at a local folder of train/test files, or use data=text_files.") from err
 
-    def load_splits(self) -> dict[str, list[Example]]:
+    def sources(self) -> dict[str, Source]:
         dataset = self._load()
         text, label, pair = self.columns
-        splits = {}
+        sources = {}
         for name, split in self.split_names.items():
             if split is None:
                 continue
@@ -422,11 +370,18 @@ class HFTextDataModule(TextClassificationDataModule):
             if missing:
                 raise UsageError(f"dataset {self.name!r} has no column {missing[0]!r}; columns: "
                                  f"{', '.join(part.column_names)}.")
-            names = part.features[label].names if hasattr(part.features[label], "names") else None
-            labels = [names[v] if names else str(v) for v in part[label]]
-            pairs = part[pair] if pair else [None] * len(labels)
-            splits[name] = [Example(str(t), lab, p) for t, lab, p in zip(part[text], labels, pairs)]
-        return splits
+            names = getattr(part.features[label], "names", None)
+
+            def rows(part: Any = part, names: list[str] | None = names) -> Iterator[Chunk]:
+                for batch in part.iter(batch_size=ENCODE_ROWS):
+                    chunk = {"text": [str(t) for t in batch[text]],
+                             "label": [names[v] if names else str(v) for v in batch[label]]}
+                    if pair:
+                        chunk["pair"] = [str(t) for t in batch[pair]]
+                    yield chunk
+
+            sources[name] = rows
+        return sources
 
     def source_id(self) -> Any:
         return [self.name, self.subset, self.columns, self.split_names]
@@ -466,9 +421,25 @@ class SyntheticSentimentDataModule(TextClassificationDataModule):
         super().__init__(**kwargs)
         self.num_examples, self.seed = num_examples, seed
 
-    def load_splits(self) -> dict[str, list[Example]]:
+    def reviews(self) -> Iterator[tuple[str, str]]:
+        """The same reviews every time (each pass over the data starts the generator anew)."""
         rng = random.Random(self.seed)
-        return {"train": [Example(*synthetic_review(rng)) for _ in range(self.num_examples)]}
+        for _ in range(self.num_examples):
+            yield synthetic_review(rng)
+
+    def sources(self) -> dict[str, Source]:
+        def rows() -> Iterator[Chunk]:
+            chunk: Chunk = {"text": [], "label": []}
+            for text, label in self.reviews():
+                chunk["text"].append(text)
+                chunk["label"].append(label)
+                if len(chunk["text"]) == ENCODE_ROWS:
+                    yield chunk
+                    chunk = {"text": [], "label": []}
+            if chunk["text"]:
+                yield chunk
+
+        return {"train": rows}
 
     def source_id(self) -> Any:
         return ["synthetic_sentiment", self.num_examples, self.seed]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
 KINDS = ("word", "wordpiece", "bpe")
@@ -116,52 +117,34 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(identity(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cached_tokenizer(cache_dir: str | Path, key: str, texts: Iterable[str] | None = None, **settings) -> Tokenizer:
-    """Load the tokenizer cached under `key`, or train it on `texts` and cache it (written atomically)."""
-    path = Path(cache_dir).expanduser() / "tokenizers" / f"{key}.json"
-    if path.is_file():
-        return Tokenizer.from_file(str(path))
-    if texts is None:
-        raise FileNotFoundError(f"no cached tokenizer {path} and no texts to train one")
-    tokenizer = train_tokenizer(texts, **settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tokenizer.save(str(tmp))
-    os.replace(tmp, path)
+def frame(tokenizer: Tokenizer, max_length: int | None, special: bool) -> Tokenizer:
+    """Make the tokenizer itself produce what a model is fed: [CLS] a [SEP] (b [SEP]) framing with segment ids
+    when `special`, and truncation to max_length tokens (framing included; of a pair, the longer text loses tokens
+    first, BERT's rule). Its own `encode` is then the whole encoding, for training, predict and exported files."""
+    if special:
+        ids = special_ids(tokenizer)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", ids["cls"]), ("[SEP]", ids["sep"])])
+    else:
+        tokenizer.post_processor = None
+    if max_length:
+        tokenizer.enable_truncation(max_length, strategy="longest_first")
+    else:
+        tokenizer.no_truncation()
     return tokenizer
 
 
-def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
-           max_length: int | None = None, add_special: bool = False) -> list[list[int]]:
-    """Token ids for many texts in one batched call; with add_special, [CLS] a [SEP] (b [SEP]) framing."""
-    if add_special:
-        ids = special_ids(tokenizer)
-        cls, sep = ids["cls"], ids["sep"]
-        first = _ids(tokenizer, texts)
-        second = _ids(tokenizer, pairs) if pairs is not None else None
-        out = []
-        for i, a in enumerate(first):
-            b = second[i] if second is not None else None
-            if max_length is not None:
-                a, b = _truncate_pair(a, b, max_length - (3 if b is not None else 2))
-            out.append([cls, *a, sep] + ([*b, sep] if b is not None else []))
-        return out
-    encoded = _ids(tokenizer, texts)
-    return [ids[:max_length] for ids in encoded] if max_length else encoded
-
-
-def _ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Ids of many texts in one parallel call (without character offsets, which dlkit never needs)."""
+def encode_rows(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                special: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(token ids of every text one after another [int32], each text's length, segment ids [int8] of pairs), from
+    one parallel call of the tokenizer (framed and truncated by it, see frame())."""
     batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    return [e.ids for e in batch(list(texts), add_special_tokens=False)]
-
-
-def _truncate_pair(a: list[int], b: list[int] | None, budget: int) -> tuple[list[int], list[int] | None]:
-    """Drop tokens from the end of the longer sequence until both fit in budget (BERT's rule)."""
-    a, b = list(a), (list(b) if b is not None else None)
-    while len(a) + (len(b) if b is not None else 0) > max(budget, 0):
-        if b is not None and len(b) > len(a):
-            b.pop()
-        else:
-            a.pop()
-    return a, b
+    inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
+    encodings = batch(inputs, add_special_tokens=special)
+    lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
+    total = int(lengths.sum())
+    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
+    types = (np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int8, count=total)
+             if pairs is not None else None)
+    return ids, lengths, types

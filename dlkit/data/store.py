@@ -1,0 +1,359 @@
+"""Token stores: a dataset's encoded splits on disk, written once per (files, settings) and memory-mapped by every
+process that trains on them.
+
+    <cache_dir>/stores/<key>/
+        manifest.json            what the store holds: splits, columns with their dtypes, rows and file sizes
+        <split>.<column>.values  ragged columns (token ids of each row): every row's values, one after another
+        <split>.<column>.offsets where each row starts (int64, rows + 1 of them)
+        <split>.<column>.bin     fixed columns (a label per row)
+        tokenizer.json ...       whatever the datamodule keeps beside the ids
+
+The files are plain little-endian arrays that numpy maps (np.memmap): opening a store costs milliseconds and no
+memory, whatever its size, and a batch is gathered from the maps without Python lists. A store is built in a
+temporary folder and renamed into place when complete, under a lock that makes every other process (DDP ranks,
+parallel runs) wait and then map the same files; a store whose files do not match its manifest (truncated, half
+copied) is rebuilt with a warning, never used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlkit.data.progress import human_size
+
+log = logging.getLogger("dlkit")
+FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+class DamagedStore(Exception):
+    """A store folder whose files do not match its manifest."""
+
+
+# -- reading --------------------------------------------------------------------------------------------------------
+class Mapped:
+    """A file of `count` values of `dtype`, memory-mapped when first used. It pickles as its file name, so a
+    DataLoader worker process maps the same file instead of receiving a copy of its data."""
+
+    def __init__(self, path: Path, dtype: str, count: int) -> None:
+        self.path, self.dtype, self.count = Path(path), np.dtype(dtype), int(count)
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = (np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.count,)) if self.count
+                           else np.zeros(0, dtype=self.dtype))
+        return self._array
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.array[index]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.array, dtype=dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "dtype": self.dtype, "count": self.count, "_array": None}
+
+
+@dataclass
+class Ragged:
+    """Rows of different lengths: `values` holds every row's items one after another, row i is
+    values[offsets[i]:offsets[i + 1]]."""
+
+    values: np.ndarray | Mapped
+    offsets: np.ndarray | Mapped
+
+    @classmethod
+    def of(cls, flat: np.ndarray, lengths: np.ndarray) -> Ragged:
+        """Rows given as their values one after another and their lengths (in memory)."""
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(flat, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(np.asarray(self.offsets))
+
+    def row(self, index: int) -> np.ndarray:
+        return np.asarray(self.values[self.offsets[index]:self.offsets[index + 1]])
+
+    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the rows' values one after another, their lengths), for many rows at once."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts, lengths = self.offsets[indices], self.offsets[indices + 1] - self.offsets[indices]
+        within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return np.asarray(self.values[np.repeat(starts, lengths) + within]), lengths
+
+    def padded(self, indices: np.ndarray, pad: int = 0, longest: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows [B, T] padded with `pad` to the longest, lengths [B]) as int64 arrays."""
+        flat, lengths = self.gather(indices)
+        return pad_rows(flat, lengths, pad, longest), lengths
+
+
+def pad_rows(flat: np.ndarray, lengths: np.ndarray, pad: int, longest: int | None = None) -> np.ndarray:
+    """Rows given one after another (with their lengths) as one [B, T] int64 array padded with `pad`."""
+    width = max(1, int(lengths.max()) if len(lengths) else 1, longest or 0)
+    out = np.full((len(lengths), width), pad, dtype=np.int64)
+    out[np.arange(width) < lengths[:, None]] = flat
+    return out
+
+
+def clip_rows(flat: np.ndarray, lengths: np.ndarray, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows given one after another, each cut to its first `limit` values (None: as they are)."""
+    if limit is None or not len(lengths) or int(lengths.max()) <= limit:
+        return flat, lengths
+    kept = np.minimum(lengths, limit)
+    starts = np.cumsum(lengths) - lengths
+    within = np.arange(int(kept.sum()), dtype=np.int64) - np.repeat(np.cumsum(kept) - kept, kept)
+    return flat[np.repeat(starts, kept) + within], kept
+
+
+def frame_rows(flat: np.ndarray, lengths: np.ndarray, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows given one after another, each framed as `first` row... `last`."""
+    framed = lengths + 2
+    out = np.empty(int(framed.sum()), dtype=flat.dtype)
+    ends = np.cumsum(framed)
+    starts = ends - framed
+    out[starts], out[ends - 1] = first, last
+    inner = np.ones(len(out), dtype=bool)
+    inner[starts], inner[ends - 1] = False, False
+    out[inner] = flat
+    return out, framed
+
+
+class Strings:
+    """Texts stored as UTF-8 bytes in a Ragged: text i decoded when asked for."""
+
+    def __init__(self, data: Ragged) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> str:
+        return self.data.row(index).tobytes().decode("utf-8")
+
+
+class Store:
+    """An opened store: its manifest and the columns of each split, memory-mapped."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        self.folder, self.manifest = folder, manifest
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    def rows(self, split: str) -> int:
+        return int(self.manifest["splits"][split]["rows"])
+
+    def has(self, split: str, column: str) -> bool:
+        return column in self.manifest["splits"][split]["columns"]
+
+    def ragged(self, split: str, column: str) -> Ragged:
+        spec = self.manifest["splits"][split]["columns"][column]
+        values = Mapped(self.folder / f"{split}.{column}.values", spec["dtype"], int(spec["values"]))
+        return Ragged(values, Mapped(self.folder / f"{split}.{column}.offsets", "int64", self.rows(split) + 1))
+
+    def strings(self, split: str, column: str) -> Strings:
+        return Strings(self.ragged(split, column))
+
+    def fixed(self, split: str, column: str) -> Mapped:
+        spec = self.manifest["splits"][split]["columns"][column]
+        return Mapped(self.folder / f"{split}.{column}.bin", spec["dtype"], self.rows(split))
+
+    def size(self) -> int:
+        """Bytes on disk."""
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+
+def open_store(folder: Path) -> Store:
+    """A complete store; DamagedStore when its manifest is missing or a file does not have the size it lists."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DamagedStore(f"its {MANIFEST} cannot be read ({err})") from err
+    if manifest.get("format") != FORMAT:
+        raise DamagedStore(f"it was written in store format {manifest.get('format')}, this dlkit reads {FORMAT}")
+    for name, size in manifest.get("files", {}).items():
+        path = folder / name
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != size:
+            raise DamagedStore(f"{name} has {actual if actual is not None else 'no'} bytes where {size} were written")
+    return Store(folder, manifest)
+
+
+# -- writing --------------------------------------------------------------------------------------------------------
+class StoreWriter:
+    """Columns of each split appended chunk by chunk into a folder; finish() writes the manifest."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._splits: dict[str, dict[str, Any]] = {}
+        self._handles: dict[str, Any] = {}
+
+    def _split(self, split: str) -> dict[str, Any]:
+        return self._splits.setdefault(split, {"rows": None, "columns": {}})
+
+    def _append(self, name: str, array: np.ndarray) -> None:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = open(self.folder / name, "wb")  # noqa: SIM115 - closed in finish()
+        handle.write(np.ascontiguousarray(array).tobytes())
+
+    def ragged(self, split: str, column: str, flat: np.ndarray, lengths: np.ndarray) -> None:
+        """Append rows given as their values one after another and their lengths."""
+        spec = self._split(split)["columns"].setdefault(column, {"kind": "ragged", "dtype": str(flat.dtype),
+                                                                  "values": 0, "rows": 0})
+        if spec["rows"] == 0:
+            self._append(f"{split}.{column}.offsets", np.zeros(1, dtype=np.int64))
+        ends = spec["values"] + np.cumsum(lengths, dtype=np.int64)
+        self._append(f"{split}.{column}.offsets", ends)
+        self._append(f"{split}.{column}.values", flat.astype(spec["dtype"], copy=False))
+        spec["values"] += int(lengths.sum())
+        spec["rows"] += len(lengths)
+
+    def strings(self, split: str, column: str, texts: Sequence[str]) -> None:
+        encoded = [t.encode("utf-8") for t in texts]
+        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+        self.ragged(split, column, np.frombuffer(b"".join(encoded), dtype=np.uint8), lengths)
+
+    def fixed(self, split: str, column: str, values: np.ndarray) -> None:
+        spec = self._split(split)["columns"].setdefault(column, {"kind": "fixed", "dtype": str(values.dtype),
+                                                                  "rows": 0})
+        self._append(f"{split}.{column}.bin", values.astype(spec["dtype"], copy=False))
+        spec["rows"] += len(values)
+
+    def empty_split(self, split: str) -> None:
+        """A split with no rows (so that readers find it)."""
+        self._split(split)
+
+    def finish(self, **extra: Any) -> dict[str, Any]:
+        """Close every file and write the manifest (rows, columns, file sizes, and `extra`)."""
+        for handle in self._handles.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        self._handles.clear()
+        for name, split in self._splits.items():
+            counts = {spec["rows"] for spec in split["columns"].values()}
+            if len(counts) > 1:
+                raise RuntimeError(f"store split {name}: columns of different lengths {sorted(counts)}")
+            split["rows"] = counts.pop() if counts else 0
+        manifest = {"format": FORMAT, "splits": self._splits, **extra,
+                    "files": {p.name: p.stat().st_size for p in sorted(self.folder.iterdir()) if p.is_file()},
+                    "created": datetime.now().isoformat(timespec="seconds"),
+                    "built_by": f"process {os.getpid()} on {platform.node()}"}
+        (self.folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        return manifest
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[bool]:
+    """An exclusive lock on `path` (flock; released by the kernel if the holder dies); yields whether it had to wait
+    for another process."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield False
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:
+            log.info("waiting for another process that prepares %s", path.stem)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            waited = True
+        try:
+            yield waited
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepared(cache_dir: str | Path, key: str, build: Callable[[StoreWriter], dict[str, Any]],
+             describe: str = "data") -> tuple[Store, bool]:
+    """The store `key` under cache_dir/stores, built by `build` if it is not there (or is damaged); (store, whether
+    this call built it).
+
+    `build` appends the columns to the writer it is given and returns the manifest's extra entries. One process
+    builds; the others wait on the lock and open the finished store.
+    """
+    root = Path(cache_dir).expanduser() / "stores"
+    folder = root / key
+    with _locked(root / f"{key}.lock"):
+        if folder.is_dir():
+            try:
+                store = open_store(folder)
+                log.info("using the prepared %s in %s", describe, folder)
+                return store, False
+            except DamagedStore as err:
+                log.warning("the prepared %s in %s is damaged (%s): preparing it again", describe, folder, err)
+                _warn(f"The prepared {describe} in {folder} is damaged ({err}): preparing it again.")
+                shutil.rmtree(folder)
+        for stale in root.glob(f".{key}.*.tmp"):  # left by a builder that died (we hold the lock: nobody builds)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = root / f".{key}.{os.getpid()}.tmp"
+        tmp.mkdir(parents=True)
+        started = time.monotonic()
+        try:
+            writer = StoreWriter(tmp)
+            writer.finish(key=key, **build(writer))
+            os.rename(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        store = open_store(folder)
+        log.info("prepared the %s in %s: %s in %.1f s", describe, folder, human_size(store.size()),
+                 time.monotonic() - started)
+        return store, True
+
+
+def _warn(message: str) -> None:
+    from dlkit.ui import console
+
+    console.print(f"[yellow]{message}[/]", highlight=False)
+
+
+def summary(store: Store) -> dict[str, dict[str, Any]]:
+    """Per split: rows, tokens of each ragged column, length percentiles of the first one, label counts."""
+    labels = store.manifest.get("labels")
+    result: dict[str, dict[str, Any]] = {}
+    for split, spec in store.manifest["splits"].items():
+        info: dict[str, Any] = {"rows": int(spec["rows"])}
+        ragged = [name for name, column in spec["columns"].items() if column["kind"] == "ragged" and name != "raw"]
+        for number, name in enumerate(ragged):
+            lengths = store.ragged(split, name).lengths()
+            info[f"{name} tokens"] = int(lengths.sum())
+            if number == 0 and len(lengths):
+                info["lengths"] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)}
+                info["lengths"]["max"] = int(lengths.max())
+        if labels is not None and "label" in spec["columns"]:
+            counts = np.bincount(np.asarray(store.fixed(split, "label")), minlength=len(labels))
+            info["labels"] = {name: int(count) for name, count in zip(labels, counts)}
+        result[split] = info
+    return result
+
+
+def stores_of(cache_dir: str | Path) -> Path:
+    """The folder holding every store of a cache folder."""
+    return Path(cache_dir).expanduser() / "stores"

@@ -1,0 +1,195 @@
+"""Columns of a CSV, TSV, JSON Lines or Parquet file, streamed in chunks of rows (lists of strings), with one-line
+errors naming the file, the row and the fix.
+
+CSV and TSV are parsed by Arrow's multi-threaded reader (pyarrow.csv), Parquet by pyarrow.parquet, JSON Lines line
+by line (a JSON value may be any type; its text is what dlkit reads). CSV follows RFC 4180 quoting; TSV has no
+quoting at all (a quote is an ordinary character), so a stray `"` cannot swallow the rows after it. Without a header
+row (header=False) the columns are named 0, 1, ... When Arrow refuses a file, the file is read again with Python's
+csv module up to the row at fault, so that the message names it exactly.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from dlkit.errors import DlkitError, UsageError, did_you_mean
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+# bytes Arrow parses at a time: a chunk of rows is about this large
+BLOCK = 16 << 20
+JSON_ROWS = 65536
+Chunk = dict[str, list[str]]
+
+
+def file_format(path: Path, given: str | None) -> str:
+    """csv, tsv, jsonl or parquet: `given`, else from the file's suffix."""
+    fmt = given or FORMATS.get(path.suffix.lower())
+    if fmt not in ("csv", "tsv", "jsonl", "parquet"):
+        raise UsageError(f"{path}: unknown format; name it .csv, .tsv, .jsonl or .parquet, or set "
+                         "data.format=csv|tsv|jsonl|parquet.")
+    return fmt
+
+
+def read_columns(path: Path, columns: Sequence[str], fmt: str | None = None, header: bool = True,
+                 encoding: str = "utf-8") -> Iterator[Chunk]:
+    """Chunks of rows of a file: {column: its values as text} for each of `columns`.
+
+    The file is checked before the first chunk: it exists, its format is known, the columns are there.
+    """
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist: check data.train_file / val_file / test_file.")
+    fmt = file_format(path, fmt)
+    try:
+        codecs.lookup(encoding)
+    except LookupError as err:
+        raise UsageError(f"data.encoding={encoding!r} is not a known text encoding: use utf-8, latin-1, ...") from err
+    columns = [str(c) for c in columns]
+    if fmt == "jsonl":
+        return _json_chunks(path, columns, encoding)
+    if fmt == "parquet":
+        return _parquet_chunks(path, columns)
+    return _delimited_chunks(path, columns, fmt, header, encoding)
+
+
+def _missing(path: Path, needed: Sequence[str], names: Sequence[str], header: bool, fmt: str) -> None:
+    for column in needed:
+        if column not in names:
+            no_header = " If the file has no header row: data.header=false and columns by number (0, 1, ...)." \
+                if header and fmt in ("csv", "tsv") else ""
+            raise UsageError(f"{path} has no column {column!r}.{did_you_mean(column, names)} "
+                             f"Columns: {', '.join(sorted(names))}.{no_header}")
+
+
+def _python_reader(handle, fmt: str):
+    if fmt == "csv":
+        return csv.reader(handle, delimiter=","), "quote text containing commas"
+    return csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), "a text cannot contain a TAB in a TSV file"
+
+
+def _first_record(path: Path, fmt: str, encoding: str) -> list[str] | None:
+    with open(path, encoding=encoding, newline="") as handle:
+        try:
+            return next((fields for fields in _python_reader(handle, fmt)[0] if fields), None)
+        except UnicodeDecodeError as err:
+            raise _not_encoded(path, encoding, err) from err
+
+
+def _not_encoded(path: Path, encoding: str, err: UnicodeDecodeError) -> UsageError:
+    hint = "latin-1" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else "utf-8"
+    return UsageError(f"{path} is not {encoding} text (byte {err.object[err.start:err.start + 1]!r} cannot be "
+                      f"decoded): set data.encoding={hint} (or the file's encoding).")
+
+
+def _delimited_chunks(path: Path, columns: list[str], fmt: str, header: bool, encoding: str) -> Iterator[Chunk]:
+    import pyarrow as pa
+    from pyarrow import csv as arrow_csv
+
+    first = _first_record(path, fmt, encoding)
+    if first is None:
+        return iter(())
+    names = first if header else [str(i) for i in range(len(first))]
+    _missing(path, columns, names, header, fmt)
+    read = arrow_csv.ReadOptions(block_size=BLOCK, encoding=encoding, column_names=None if header else names)
+    parse = arrow_csv.ParseOptions(delimiter="," if fmt == "csv" else "\t", quote_char='"' if fmt == "csv" else False,
+                                   newlines_in_values=fmt == "csv", ignore_empty_lines=True)
+    convert = arrow_csv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(columns, pa.string()),
+                                       strings_can_be_null=False, quoted_strings_can_be_null=False)
+
+    def chunks() -> Iterator[Chunk]:
+        try:
+            reader = arrow_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+            for batch in reader:
+                yield {name: batch.column(name).to_pylist() for name in columns}
+        except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+            _diagnose(path, columns, fmt, header, encoding)  # raises the exact message
+            raise DlkitError(f"{path}: cannot be read ({' '.join(str(err).split())})") from err
+
+    return chunks()
+
+
+def _diagnose(path: Path, columns: list[str], fmt: str, header: bool, encoding: str) -> None:
+    """Read the file with Python's csv module and raise at the first row at fault (the row Arrow stopped at)."""
+    with open(path, encoding=encoding, newline="") as handle:
+        reader, fix = _python_reader(handle, fmt)
+        names, what = None, "the header has" if header else "the first row has"
+        try:
+            for number, fields in enumerate(reader, 1):
+                if not fields:
+                    continue
+                if names is None:
+                    names = fields if header else [str(i) for i in range(len(fields))]
+                    if header:
+                        continue
+                if len(fields) > len(names):
+                    raise DlkitError(f"{path} row {number} has {len(fields)} fields, {what} {len(names)} ({fix})")
+                row = dict(zip(names, fields))
+                if any(row.get(c) is None for c in columns):
+                    raise DlkitError(f"{path}: row {number} is missing its {columns[0]!r} or {columns[1]!r} value"
+                                     if len(columns) > 1 else f"{path}: row {number} is missing its {columns[0]!r}")
+        except UnicodeDecodeError as err:
+            raise _not_encoded(path, encoding, err) from err
+
+
+def _json_chunks(path: Path, columns: list[str], encoding: str) -> Iterator[Chunk]:
+    def chunks() -> Iterator[Chunk]:
+        chunk: Chunk = {c: [] for c in columns}
+        checked = False
+        try:
+            with open(path, encoding=encoding) as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise DlkitError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+                    if not isinstance(row, dict):
+                        raise DlkitError(f"{path}:{number}: expected a JSON object like {{\"text\": ..., \"label\": "
+                                         f"...}}, got a JSON {type(row).__name__}")
+                    if not checked:
+                        _missing(path, columns, list(row), False, "jsonl")
+                        checked = True
+                    for column in columns:
+                        value = row.get(column)
+                        if value is None:
+                            raise DlkitError(f"{path}: row {number} is missing its {column!r} value")
+                        chunk[column].append(value if isinstance(value, str) else json.dumps(value))
+                    if len(chunk[columns[0]]) >= JSON_ROWS:
+                        yield chunk
+                        chunk = {c: [] for c in columns}
+        except UnicodeDecodeError as err:
+            raise _not_encoded(path, encoding, err) from err
+        if chunk[columns[0]]:
+            yield chunk
+
+    return chunks()
+
+
+def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import parquet
+
+    try:
+        table = parquet.ParquetFile(path)
+    except pa.ArrowException as err:
+        raise DlkitError(f"{path} is not a Parquet file ({' '.join(str(err).split())})") from err
+    _missing(path, columns, table.schema_arrow.names, False, "parquet")
+
+    def chunks() -> Iterator[Chunk]:
+        for batch in table.iter_batches(batch_size=JSON_ROWS, columns=columns):
+            chunk = {}
+            for name in columns:
+                values = batch.column(name)
+                if values.null_count:
+                    raise DlkitError(f"{path}: column {name!r} has {values.null_count} empty (null) values in rows "
+                                     "to read: fill or drop them.")
+                chunk[name] = pc.cast(values, pa.string()).to_pylist() if values.type != pa.string() \
+                    else values.to_pylist()
+            yield chunk
+
+    return chunks()
