@@ -39,10 +39,16 @@ def dlkit_bin() -> str:
     return str(candidate) if candidate.exists() else "dlkit"
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `dlkit ARGS...` as a user would, capturing its output."""
-    return subprocess.run([dlkit_bin(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None,
+            script: bool = False) -> subprocess.CompletedProcess:
+    """Run `dlkit ARGS...` in a process of its own, capturing its output: forked from a server that imported the
+    training stack (tests/forked.py), or with script=True the installed console script in a new interpreter."""
+    env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    if not script:
+        import forked
+
+        return forked.run(list(args), cwd, env, timeout)
+    return subprocess.run([dlkit_bin(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def start_cli(*args: str, cwd: Path, **popen: Any) -> subprocess.Popen:

@@ -15,7 +15,7 @@ from conftest import QUICK, dlkit_bin, run_cli, run_folders, run_main, start_cli
 
 @pytest.mark.slow
 def test_default_train_reaches_95_percent_and_records_the_run(tmp_path):
-    result = run_cli("train", cwd=tmp_path)
+    result = run_cli("train", cwd=tmp_path, script=True)  # README's quick start, through the installed script
     assert result.returncode == 0, result.stderr[-2000:]
     [run] = run_folders(tmp_path)
     assert f"Run folder: {run}" in result.stdout.replace("\n", "")

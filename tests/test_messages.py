@@ -108,7 +108,7 @@ def test_export_without_the_onnx_package_gives_the_pip_hint_and_writes_nothing(t
 
 @pytest.mark.slow
 def test_the_first_screen_says_what_is_built_and_keeps_library_chatter_out(tmp_path):
-    result = run_cli("train", "trainer.max_epochs=2", cwd=tmp_path)
+    result = run_cli("train", "trainer.max_epochs=2", cwd=tmp_path, script=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "Training mlp on digits  trainer=cpu  precision=32  logger=wandb"

@@ -294,7 +294,8 @@ def test_parallel_trials_run_in_worker_processes_without_clashes(tmp_path):
         "# @package _global_\nhparams_search:\n  n_trials: 6\n  n_jobs: 2\n  sampler: {name: random, seed: 0}\n"
         "  pruner: none\n  params:\n    optimizer.lr: tag(log, interval(1e-3, 3e-2))\n")
     result = run_cli("sweep", "--config-dir", "my_conf", "hparams_search=custom",
-                     *QUICK, "trainer.max_epochs=4", "trainer.limit_train_batches=8", cwd=tmp_path, timeout=600)
+                     *QUICK, "trainer.max_epochs=4", "trainer.limit_train_batches=8", cwd=tmp_path, timeout=600,
+                     script=True)  # the main process starts as slowly as its worker, so both get trials
     assert result.returncode == 0, result.stderr[-3000:]
     trials = _study(tmp_path, "custom").trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
