@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelSummary, RichProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 
+from dlkit.errors import Stopped, stop_request
 from dlkit.tasks.base import resumed_mid_epoch
 
 
@@ -22,6 +25,11 @@ class LastCheckpoint(Checkpoint):
     after epochs without improvement "last" was really "best" and a resumed run trained those epochs again. As a
     `Checkpoint`, Lightning runs it after every other callback (the best checkpoint and early stopping included),
     so the state it saves is complete.
+
+    It is also where a run stops on a signal (errors.StopRequest): SIGTERM, SIGHUP or Slurm's time-limit warning
+    during training ends the current step, writes last.ckpt there (exact to resume) and raises `Stopped`. Ranks of a
+    DDP job under Slurm, which all get the signal, agree on the step to stop at (one all-reduce per step); other
+    multi-process runs stop at once on a signal, as before.
     """
 
     FILE = "last.ckpt"
@@ -30,6 +38,8 @@ class LastCheckpoint(Checkpoint):
         self.path = Path(dirpath) / self.FILE
         self.every_n_train_steps = every_n_train_steps or 0
         self._saved_step = -1
+        self._agree = False
+        self._stopping: Stopped | None = None
 
     def _save(self, trainer: pl.Trainer) -> None:
         if (trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING
@@ -38,10 +48,35 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
+    def _asked_to_stop(self, trainer: pl.Trainer) -> bool:
+        asked = stop_request.pending is not None
+        if self._agree:  # every rank takes part, every step, so they all stop after the same one
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+        return asked
+
+    def _stop_now(self, *_: Any) -> None:
+        if self._stopping is not None:
+            stop, self._stopping = self._stopping, None
+            stop.checkpointed = True
+            raise stop
+
+    # the stop is raised before the next step or epoch, once the stopped step's metrics are logged
+    on_train_batch_start = on_train_epoch_start = _stop_now
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stop_request.install()  # in place of the SIGTERM handler Lightning's fit wraps around it (its own stop)
+        self._agree = trainer.world_size > 1
+        stop_request.graceful = trainer.world_size == 1 or "SLURM_JOB_ID" in os.environ
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer)
+        if stop_request.graceful and self._asked_to_stop(trainer):
+            stop_request.graceful = False  # a second signal stops at once
+            self._stopping = stop_request.take() or Stopped(signal.SIGTERM)  # (another rank got it first)
+            if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                self._save(trainer)  # the epoch's last step is saved at the epoch's end, after its validation
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a validation inside the epoch (val_check_interval); the one after its last batch is followed by the
@@ -53,7 +88,13 @@ class LastCheckpoint(Checkpoint):
         self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # training is over: a stop asked during the last epoch's end lets the test run (a second signal stops it)
         self._save(trainer)
+        stop_request.graceful = False
+        self._stopping = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        stop_request.graceful = False
 
 
 class EpochSeeder(pl.Callback):

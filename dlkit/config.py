@@ -174,6 +174,10 @@ def compose_with_choices(overrides: list[str] | tuple[str, ...] = (), config_dir
     cfg = _load(loader, config_name, overrides, user_dir)
     _check_types(loader, config_name, parsed, cfg, user_dir)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    groups = set(loader.list_groups(""))
+    for override in parsed:  # a list of options (`logger=[csv,wandb]`) is a choice too, which Hydra leaves out
+        if override.key_or_group in groups and isinstance(override.value(), list):
+            choices[override.key_or_group] = f"[{','.join(str(v) for v in override.value())}]"
     with open_dict(cfg):
         cfg.pop("hydra", None)
     return cfg, {k: v for k, v in choices.items() if not k.startswith("hydra/") and v is not None}

@@ -1,24 +1,82 @@
-"""Run the jobs of a multirun elsewhere: SLURM through submitit (or submitit's local executor to try it)."""
+"""Run the jobs of a multirun elsewhere: SLURM through submitit (or submitit's local executor to try it).
+
+Each job of the array runs `RemoteJob` in its pre-made run folder. Before its time limit Slurm sends the job
+SIGUSR2 (`launcher.signal_delay_s` ahead, submitit's `--signal`): the training finishes its step, writes last.ckpt
+there, and the job requeues itself (`scontrol requeue`, at most `launcher.max_requeues` times). A job that Slurm
+preempts or requeues gets SIGTERM and saves the same way; Slurm restarts it. A restarted job finds the checkpoint in
+its folder and resumes it: same folder, same W&B run, one more segment in summary.json.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from dlkit.errors import UsageError
+from dlkit.errors import DlkitError, Stopped, UsageError, stop_on_signals
+
+# what a job that leaves no result reports, by the signal that stopped it
+GONE = "its Slurm job ended without a result (cancelled, or killed: see {log})"
 
 
-def run_remote(overrides: list[str], run_dir: str, config_dir: str | None) -> dict[str, Any]:
-    """What a submitted job runs: the same prepare + run_job as a local job, in its pre-made folder."""
-    from dlkit import runner
+@dataclass
+class RemoteJob:
+    """What a submitted job runs: the same prepare + run_job as a local job, in its pre-made folder; resumed from
+    the folder's last.ckpt when the job was requeued."""
 
-    job = runner.prepare(overrides, config_dir)
-    with contextlib.suppress(Exception):  # a failure is recorded in the job and its summary.json
-        runner.run_job(job, Path(run_dir))
-    return {"status": job.status, "metrics": job.metrics, "error": job.error}
+    overrides: list[str]
+    run_dir: str
+    config_dir: str | None
+    max_requeues: int = 3
+
+    def __call__(self) -> dict[str, Any]:
+        from dlkit import run_folder, runner
+        from dlkit.distributed import global_rank
+
+        stop_on_signals()  # in place of submitit's handlers: a stop saves the training state first
+        run_dir = Path(self.run_dir)
+        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        restarted = checkpoint.is_file()
+        job = runner.Job(list(self.overrides), None, {})  # what is reported if even composing fails
+        try:
+            # a requeued job resumes as `dlkit train resume=RUN` does: with the run's own config
+            job = runner.prepare([f"resume={run_dir}"] if restarted and global_rank() == 0 else list(self.overrides),
+                                 self.config_dir)
+            if restarted and global_rank() == 0:
+                runner.resume(job)
+            else:  # a new job, or a rank > 0 of a requeued one: it reads the checkpoint rank 0 resumes from
+                runner.run_job(job, run_dir, ckpt_path=str(checkpoint) if restarted else None)
+        except Stopped as stop:
+            if stop.signal in ("SIGUSR1", "SIGUSR2"):  # the time limit is near
+                if int(os.environ.get("SLURM_RESTART_COUNT", "0")) >= self.max_requeues:
+                    return {"status": job.status, "metrics": job.metrics,
+                            "error": f"{job.error}; not requeued: it was requeued {self.max_requeues} times"}
+                if global_rank() == 0:
+                    saved = "checkpointed and requeued" if stop.checkpointed else "requeued before its first step"
+                    run_folder.mark_requeued(run_dir, f"{stop.reason}: {saved}")
+                    self._requeue()
+            # no result: the waiting side sees the job again once it restarts (Slurm requeues a preempted job
+            # itself), or sees it gone (cancelled)
+            sys.exit(stop.exit_code)
+        except Exception as err:  # noqa: BLE001 - a failure is recorded in the job (and in summary.json once run)
+            job.status = "failed" if job.status in ("pending", "running") else job.status
+            job.error = job.error or (str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}")
+        return {"status": job.status, "metrics": job.metrics, "error": job.error}
+
+    @staticmethod
+    def _requeue() -> None:
+        """Put this job back in the queue; it restarts in the same folder and resumes from last.ckpt."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm ends this step at once: let it exit as it was going to
+        subprocess.run(["scontrol", "requeue", os.environ.get("SLURM_JOB_ID", "")], check=True, timeout=60)
 
 
 def check(launcher: DictConfig) -> None:
@@ -34,28 +92,91 @@ def check(launcher: DictConfig) -> None:
                          "cluster's login node, or try the submission path here with launcher.cluster=local.")
 
 
-def submit(launcher: DictConfig, jobs: list[tuple[list[str], Path]], root: Path,
+def _gpus_per_node(launcher: DictConfig, trainer: DictConfig) -> int:
+    """launcher.gpus_per_node, or (null) the GPUs the trainer uses on a node: none for a CPU trainer."""
+    if launcher.get("gpus_per_node") is not None:
+        return int(launcher.gpus_per_node)
+    if trainer.get("accelerator") in ("cpu", None):
+        return 0
+    from dlkit.distributed import local_processes
+
+    return local_processes(trainer)  # (one process per GPU)
+
+
+def _parameters(launcher: DictConfig, trainer: DictConfig) -> dict[str, Any]:
+    from dlkit.distributed import local_processes
+
+    parameters: dict[str, Any] = {
+        "timeout_min": launcher.timeout_min, "nodes": launcher.nodes,
+        "tasks_per_node": launcher.tasks_per_node or local_processes(trainer),
+        "cpus_per_task": launcher.cpus_per_task, "mem_gb": launcher.mem_gb,
+        "slurm_array_parallelism": launcher.array_parallelism,
+    }
+    if launcher.get("cluster", "slurm") == "slurm":
+        gpus = _gpus_per_node(launcher, trainer)
+        parameters.update(slurm_partition=launcher.partition, slurm_account=launcher.account, slurm_qos=launcher.qos,
+                          slurm_signal_delay_s=launcher.signal_delay_s,
+                          slurm_additional_parameters=dict(launcher.additional_parameters or {}),
+                          **({"gpus_per_node": gpus} if gpus else {}))
+    return {k: v for k, v in parameters.items() if v is not None}
+
+
+def submit(launcher: DictConfig, trainer: DictConfig, jobs: list[tuple[list[str], Path]], root: Path,
            config_dir: str | None) -> list[dict[str, Any]]:
     """Submit every (overrides, run folder) as one job array and wait for the results."""
     import submitit
 
     check(launcher)
+    logging.getLogger("submitit").setLevel(logging.ERROR)  # its notes on a cluster without accounting (sacct)
     executor = submitit.AutoExecutor(folder=str(launcher.get("folder") or root / ".submitit"),
                                      cluster=launcher.get("cluster", "slurm"))
-    parameters: dict[str, Any] = {
-        "timeout_min": launcher.timeout_min, "nodes": launcher.nodes, "tasks_per_node": launcher.tasks_per_node,
-        "cpus_per_task": launcher.cpus_per_task, "mem_gb": launcher.mem_gb,
-        "slurm_array_parallelism": launcher.array_parallelism,
-    }
-    if launcher.get("cluster", "slurm") == "slurm":
-        parameters.update(gpus_per_node=launcher.gpus_per_node, slurm_partition=launcher.partition,
-                          slurm_account=launcher.account, slurm_qos=launcher.qos,
-                          slurm_additional_parameters=dict(launcher.additional_parameters or {}))
-    executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
+    executor.update_parameters(**_parameters(launcher, trainer))
+    requeues = int(launcher.get("max_requeues", 3))
     with executor.batch():
-        submitted = [executor.submit(run_remote, overrides, str(run_dir), config_dir) for overrides, run_dir in jobs]
-    results = []
-    for job in submitted:
-        result = job.result()
-        results.append(result[0] if isinstance(result, list) else result)  # one entry per task under srun
-    return results
+        submitted = [executor.submit(RemoteJob(overrides, str(run_dir), config_dir, requeues))
+                     for overrides, run_dir in jobs]
+    return [_wait(job) for job in submitted]
+
+
+def _wait(job: Any, poll_s: float = 1.0) -> dict[str, Any]:
+    """The result of one submitted job (of its rank 0 under srun). Where the cluster keeps no accounting (sacct),
+    submitit would wait forever for a job that left no result: such a job is reported failed once squeue no longer
+    lists it (cancelled, or killed)."""
+    tasks = [job.task(i) for i in range(job.num_tasks)] if job.num_tasks > 1 else [job]
+    accounting = job.__class__.__name__ != "SlurmJob" or _has_accounting()
+    gone_since: float | None = None
+    while not all(task.paths.result_pickle.exists() for task in tasks):
+        if accounting:
+            if job.done():
+                break
+        elif not _in_queue(job.job_id):
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since > 10:  # the result of a job that just ended may still be on its way
+                return {"status": "failed", "metrics": {}, "error": GONE.format(log=job.paths.stdout)}
+        else:
+            gone_since = None
+        time.sleep(poll_s)
+    try:
+        return job.results()[0]
+    except Exception as err:  # noqa: BLE001 - the job's own error, one line
+        return {"status": "failed", "metrics": {}, "error": str(err).strip().splitlines()[-1][:300]}
+
+
+def _has_accounting() -> bool:
+    """Whether this cluster's sacct answers (submitit asks it for job states)."""
+    with contextlib.suppress(Exception):
+        return subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, timeout=30).returncode == 0
+    return False
+
+
+ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT"}
+
+
+def _in_queue(job_id: str) -> bool:
+    """Whether squeue still knows the job in a state it can go on from (pending, running, requeued, completing)."""
+    with contextlib.suppress(Exception):
+        shown = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True,
+                               text=True, timeout=30)
+        states = set(shown.stdout.split())
+        return shown.returncode == 0 and bool(states - ENDED)
+    return True  # squeue not answering: assume it is still there

@@ -183,11 +183,13 @@ def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], choices: 
     """Write config.yaml, overrides.yaml, environment.json and a 'running' summary.json (a resumed run keeps
     its first start and adds the resume to `resumes`)."""
     process = {"pid": os.getpid(), "pid_started": process_start(os.getpid()), "host": platform.node()}
+    now = datetime.now().isoformat(timespec="seconds")
+    segment = {"started": now, **process, **({"slurm_job": _slurm_job()} if "SLURM_JOB_ID" in os.environ else {})}
     if resumed_from:
         summary = read_json(run_dir / SUMMARY)
-        summary.update(status="running", **process,
-                       resumes=[*summary.get("resumes", []), {"at": datetime.now().isoformat(timespec="seconds"),
-                                                               "from": resumed_from, "overrides": list(overrides)}])
+        summary.update(status="running", **process, segments=[*summary.get("segments", []), segment],
+                       resumes=[*summary.get("resumes", []), {"at": now, "from": resumed_from,
+                                                               "overrides": list(overrides)}])
         OmegaConf.save(cfg, run_dir / CONFIG, resolve=True)
         write_json(run_dir / SUMMARY, summary)
         return
@@ -197,16 +199,25 @@ def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], choices: 
     write_json(run_dir / SUMMARY, {
         "status": "running", "command": command, "name": cfg.get("name"), "overrides": list(overrides),
         "choices": choices or {}, "optimized_metric": cfg.get("optimized_metric"),
-        "started": datetime.now().isoformat(timespec="seconds"), **process,
+        "started": now, **process, "segments": [segment],
     })
+
+
+def _slurm_job() -> str:
+    """This Slurm job's id as squeue shows it (ARRAYJOB_TASK for a task of a job array)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
 
 
 def record_end(run_dir: Path, status: str, metrics: dict[str, float] | None = None, error: str | None = None,
                started: float | None = None, **extra: Any) -> dict[str, Any]:
-    """Update summary.json with the final status, metrics, duration, error and extra fields; return it."""
+    """Update summary.json with the final status, metrics, duration, error and extra fields, and end the current
+    segment with the same status and reason; return it."""
     summary = read_json(run_dir / SUMMARY)
-    summary.update(status=status, finished=datetime.now().isoformat(timespec="seconds"),
-                   metrics=metrics or {}, error=error, **extra)
+    now = datetime.now().isoformat(timespec="seconds")
+    summary.update(status=status, finished=now, metrics=metrics or {}, error=error, **extra)
+    if summary.get("segments"):  # each start of the run (a resume or a requeued job starts a new one) and its end
+        summary["segments"][-1].update(ended=now, status=status, **({"reason": error} if error else {}))
     if started is not None:
         summary["duration_s"] = round(time.time() - started, 2)
     checkpoints = run_dir / "checkpoints"
@@ -214,6 +225,15 @@ def record_end(run_dir: Path, status: str, metrics: dict[str, float] | None = No
         summary["checkpoints"] = sorted(p.name for p in checkpoints.glob("*.ckpt"))
     write_json(run_dir / SUMMARY, summary)
     return summary
+
+
+def mark_requeued(run_dir: Path, reason: str) -> None:
+    """Say in summary.json that the run's scheduler job was put back in the queue: it continues when it restarts."""
+    summary = read_json(run_dir / SUMMARY)
+    summary.update(status="requeued", error=reason)
+    if summary.get("segments"):
+        summary["segments"][-1].update(status="requeued", reason=reason)
+    write_json(run_dir / SUMMARY, summary)
 
 
 def environment() -> dict[str, Any]:

@@ -7,6 +7,7 @@ unless fail_fast is set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -149,7 +150,8 @@ def _launch_elsewhere(jobs: list[Job], root: Path, config_dir: str | None) -> li
 
     folders = [run_folder.job_folder(root, number) for number in range(len(jobs))]
     console.print(f"Submitting {len(jobs)} jobs with launcher={jobs[0].cfg.launcher.name}; waiting for them.")
-    results = submit(jobs[0].cfg.launcher, [(j.overrides, f) for j, f in zip(jobs, folders)], root, config_dir)
+    results = submit(jobs[0].cfg.launcher, jobs[0].cfg.trainer, [(j.overrides, f) for j, f in zip(jobs, folders)], root,
+                     config_dir)
     for job, folder, result in zip(jobs, folders, results):
         job.run_dir, job.status, job.metrics, job.error = folder, result["status"], result["metrics"], result["error"]
     _write_multirun(root, jobs)
@@ -238,12 +240,15 @@ def _check_more_to_train(state: dict[str, Any], cfg: DictConfig, plain: list[str
                          f"Give more to train on, e.g. trainer.max_steps={2 * step}.")
 
 
+SCRATCH_PREFIX = "dlkit-rank"  # the throw-away folder of a rank > 0 that cannot know rank 0's run folder
+
+
 def _new_run_dir(cfg: DictConfig) -> Path:
     """A new run folder, or a throw-away one on ranks > 0 of an external launch (rank 0 writes the run)."""
     from dlkit.distributed import external_launcher, global_rank
 
     if external_launcher() and global_rank() != 0:
-        return Path(tempfile.mkdtemp(prefix=f"dlkit-rank{global_rank()}-"))
+        return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{global_rank()}-"))
     return run_folder.new_folder(cfg.paths.output_dir)
 
 
@@ -259,7 +264,7 @@ def run_job(job: Job, run_dir: Path, ckpt_path: str | None = None, callbacks: li
 
 
 def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callbacks: list | None) -> dict[str, float]:
-    from dlkit.distributed import ranks
+    from dlkit.distributed import external_launcher, ranks
     from dlkit.training import train as train_model
 
     stop_on_signals()
@@ -272,8 +277,10 @@ def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callb
         console.print(f"Run folder: {escape(str(run_dir))}", soft_wrap=True)
     job.status = "running"
     try:
-        with run_folder.log_to(run_dir), ranks(run_dir, job.cfg.trainer, ckpt_path) as children:
-            job.world_size = int(os.environ.get("WORLD_SIZE", len(children) + 1))
+        log = run_folder.log_to(run_dir) if writer else contextlib.nullcontext()  # rank 0 writes train.log
+        with log, ranks(run_dir, job.cfg.trainer, ckpt_path) as children:
+            job.world_size = int(os.environ.get("WORLD_SIZE") or (os.environ.get("SLURM_NTASKS") if
+                                 external_launcher() == "slurm" else None) or len(children) + 1)
             job.metrics = train_model(job.cfg, ckpt_path=ckpt_path, callbacks=callbacks)
     except Stopped as stop:
         job.status, job.error = "interrupted", stop.reason
@@ -303,7 +310,7 @@ def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callb
             job.wandb = wandb_summary(run_dir)
             run_folder.record_end(run_dir, job.status, job.metrics, job.error, started, world_size=job.world_size,
                                   wandb=job.wandb)
-        else:
+        elif run_dir.name.startswith(SCRATCH_PREFIX):  # (a rank > 0 given rank 0's folder only reads it)
             run_folder.discard(run_dir, job.cfg.paths.output_dir)
     if writer:
         print_result(job)
