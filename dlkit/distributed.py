@@ -11,15 +11,20 @@ writes the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+from dlkit.errors import DlkitError
 
 
 def external_launcher() -> str | None:
@@ -80,14 +85,20 @@ def ranks(run_dir: Path, trainer: DictConfig, ckpt_path: str | None = None) -> I
     os.environ.update(env, LOCAL_RANK="0")
     command = [sys.executable, "-m", "dlkit.distributed", str(run_dir), *([ckpt_path] if ckpt_path else [])]
     children = [
-        subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(rank)})
+        subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(rank)}, preexec_fn=_die_with_parent)
         for rank in range(1, n)
     ]
     try:
-        yield children
+        try:
+            yield children
+        except Exception as err:
+            dead = _dead_rank(children)
+            if dead:  # the collective failed because a rank is gone: say which, not the transport's error
+                raise DlkitError(f"{dead}; the other ranks stopped ({type(err).__name__}).") from err
+            raise
         for child in children:
             if child.wait() != 0:
-                raise RuntimeError(f"rank {children.index(child) + 1} exited with code {child.returncode}")
+                raise DlkitError(f"rank {children.index(child) + 1} {_exit_of(child.returncode)}")
     finally:
         for child in children:
             if child.poll() is None:
@@ -99,6 +110,33 @@ def ranks(run_dir: Path, trainer: DictConfig, ckpt_path: str | None = None) -> I
             else:
                 os.environ[key] = value
         end_process_group()
+
+
+def _exit_of(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+def _dead_rank(children: list[subprocess.Popen], wait_s: float = 5.0) -> str | None:
+    """'rank N was killed by SIGKILL' for the first rank that ended badly (waiting a little for a rank whose end
+    the others noticed first), else None."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        for rank, child in enumerate(children, start=1):
+            if child.poll() not in (None, 0):
+                return f"rank {rank} {_exit_of(child.returncode)}"
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+
+
+def _die_with_parent() -> None:
+    """In a rank > 0 before it starts: the kernel kills it when rank 0 dies (Linux), so no rank is left waiting."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def end_process_group() -> None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from dlkit.errors import DlkitError, Stopped, UsageError, stop_on_signals
 
-# what a job that leaves no result reports, by the signal that stopped it
+# what the multirun records for a job that left the queue without a result
 GONE = "its Slurm job ended without a result (cancelled, or killed: see {log})"
 
 

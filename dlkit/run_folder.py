@@ -23,6 +23,8 @@ from typing import IO, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlkit import redact
+
 CONFIG = "config.yaml"
 OVERRIDES = "overrides.yaml"
 SUMMARY = "summary.json"
@@ -166,7 +168,7 @@ def job_folder(multirun_dir: Path, job: int) -> Path:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(redact.value(data), indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -190,17 +192,24 @@ def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], choices: 
         summary.update(status="running", **process, segments=[*summary.get("segments", []), segment],
                        resumes=[*summary.get("resumes", []), {"at": now, "from": resumed_from,
                                                                "overrides": list(overrides)}])
-        OmegaConf.save(cfg, run_dir / CONFIG, resolve=True)
+        save_config(cfg, run_dir / CONFIG)
         write_json(run_dir / SUMMARY, summary)
         return
-    OmegaConf.save(cfg, run_dir / CONFIG, resolve=True)
-    (run_dir / OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))), encoding="utf-8")
+    save_config(cfg, run_dir / CONFIG)
+    (run_dir / OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(redact.value(list(overrides)))),
+                                     encoding="utf-8")
     write_json(run_dir / ENVIRONMENT, environment())
     write_json(run_dir / SUMMARY, {
         "status": "running", "command": command, "name": cfg.get("name"), "overrides": list(overrides),
         "choices": choices or {}, "optimized_metric": cfg.get("optimized_metric"),
         "started": now, **process, "segments": [segment],
     })
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """The composed config as YAML, resolved, with passwords masked."""
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(redact.value(OmegaConf.to_container(cfg, resolve=True)))),
+                    encoding="utf-8")
 
 
 def _slurm_job() -> str:

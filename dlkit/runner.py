@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 from rich.markup import escape
 from rich.table import Table
 
-from dlkit import run_folder, ui
+from dlkit import redact, run_folder, ui
 from dlkit.config import compose_with_choices, expand_sweep
 from dlkit.errors import DlkitError, Stopped, UsageError, stop_on_signals
 from dlkit.tracking.wandb_logger import wandb_summary
@@ -383,5 +383,5 @@ def print_jobs(jobs: list[Job], root: Path) -> None:
         if number == best:
             shown = f"[bold green]{shown}[/]"
         status = escape(job.status) if job.status != "failed" else f"[red]failed[/]: {escape(str(job.error))}"
-        table.add_row(str(number), escape(" ".join(job.overrides) or "(defaults)"), shown, status)
+        table.add_row(str(number), escape(redact.text(" ".join(job.overrides)) or "(defaults)"), shown, status)
     console.print(table)

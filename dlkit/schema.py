@@ -177,6 +177,7 @@ RULES: tuple[Rule, ...] = (
     _int("trainer.log_every_n_steps", 1, unit="optimizer steps", example=10),
     _int("trainer.check_val_every_n_epoch", 1, null="validate by val_check_interval alone", example=1),
     _int("trainer.num_nodes", 1, example=2),
+    _num("trainer.ddp_timeout_s", 1.0, null="Lightning's default (30 minutes)", unit="seconds", example=600),
     _int("trainer.num_sanity_val_steps", 0, also=((-1, "the whole validation set"),), unit="batches", example=2),
     # callbacks
     _int("callbacks.early_stopping.patience", 0, unit="validations without improvement", example=10),

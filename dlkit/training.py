@@ -14,6 +14,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 
+from dlkit import redact
 from dlkit.callbacks import EpochSeeder
 from dlkit.checkpointing import AtomicCheckpointIO
 from dlkit.config import construct
@@ -44,7 +45,7 @@ def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
     task: Task = construct(cfg.task, model=model, spec=datamodule.spec, optimizer=optimizer, scheduler=scheduler)
-    task.meta["config"] = OmegaConf.to_container(cfg, resolve=True)
+    task.meta["config"] = redact.value(OmegaConf.to_container(cfg, resolve=True))
     data_state = datamodule.inference_state()
     if data_state is not None:  # what predict needs from the data (tokenizers, labels, normalisation)
         task.meta["data"] = data_state
@@ -63,6 +64,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = N
     if not loggers:  # the learning-rate monitor writes through a logger: with logger=null it has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs["strategy"] = strategy_with_timeout(kwargs.get("strategy", "auto"), kwargs.pop("ddp_timeout_s", None))
     return pl.Trainer(
         **kwargs,
         callbacks=callbacks,
@@ -73,6 +75,18 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = N
         enable_model_summary=any(isinstance(c, ModelSummary) for c in callbacks),
         enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
     )
+
+
+def strategy_with_timeout(strategy: Any, timeout_s: float | None) -> Any:
+    """`ddp` / `fsdp` as Lightning strategies whose collectives give up after timeout_s seconds (a rank that died
+    or hangs then stops the others instead of holding them for Lightning's default 30 minutes); else as given."""
+    if timeout_s is None or not isinstance(strategy, str) or strategy not in ("ddp", "fsdp"):
+        return strategy
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
+
+    return (DDPStrategy if strategy == "ddp" else FSDPStrategy)(timeout=timedelta(seconds=float(timeout_s)))
 
 
 def train(cfg: DictConfig, ckpt_path: str | None = None,

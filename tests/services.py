@@ -175,14 +175,17 @@ def postgres_bin() -> Path | None:
 
 
 @contextlib.contextmanager
-def postgres_server(folder: Path, timeout: float = 60) -> Iterator[PostgresServer]:
-    """initdb a cluster in folder, start it on a free port on 127.0.0.1 (trust auth), create the database."""
+def postgres_server(timeout: float = 60) -> Iterator[PostgresServer]:
+    """initdb a cluster in a new temporary folder (one the `postgres` user can reach: pytest's are private to
+    root), start it on a free port on 127.0.0.1 (trust auth), create the database; stop and delete it at the end."""
+    import tempfile
+
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL's server binaries are not installed (apt-get install postgresql)")
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="dlkit-postgres-"))
     data = folder / "data"
-    folder.mkdir(parents=True, exist_ok=True)
     if as_postgres:
         shutil.chown(folder, "postgres", "postgres")
     server = PostgresServer(folder, free_port())
@@ -199,3 +202,4 @@ def postgres_server(folder: Path, timeout: float = 60) -> Iterator[PostgresServe
     finally:
         subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        capture_output=True, timeout=timeout)
+        shutil.rmtree(folder, ignore_errors=True)

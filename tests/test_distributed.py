@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,19 @@ def test_torchrun_two_nodes_join_one_job(tmp_path):
     info = summary(run)
     assert info["status"] == "finished" and info["world_size"] == 2
     assert "Run folder" in outputs[0] and "Run folder" not in outputs[1]
+
+
+def test_a_rank_killed_mid_training_stops_the_others_at_once_with_one_line_naming_it(tmp_path):
+    started = time.monotonic()
+    result = run_cli("train", "trainer=ddp_cpu", *QUICK, "trainer.limit_train_batches=40", "trainer.max_epochs=3",
+                     "trainer.ddp_timeout_s=60", "+callbacks.kill._target_=faults.KillAt", "+callbacks.kill.step=10",
+                     "+callbacks.kill.rank=1", cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).parent)},
+                     timeout=300)
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert took < 60, took  # not held until a collective's timeout
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert errors == ["error: rank 1 was killed by SIGKILL; the other ranks stopped (RuntimeError)."], errors
+    [run] = run_folders(tmp_path)
+    info = summary(run)
+    assert info["status"] == "failed" and "rank 1 was killed by SIGKILL" in info["error"]

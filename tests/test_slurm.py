@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import torch
 from conftest import QUICK, run_cli, start_cli, summary
 from services import SLURM_BINARIES, missing, slurm_cluster
+from test_tracking_wandb import inspect_run_dir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow,
               pytest.mark.skipif(bool(missing(SLURM_BINARIES)) or os.geteuid() != 0,
@@ -117,7 +117,8 @@ def test_a_job_at_its_time_limit_checkpoints_requeues_and_ends_as_if_never_stopp
     assert max((mine[k] - theirs[k]).abs().max().item() for k in theirs) == 0.0, f"requeued run differs ({took:.0f} s)"
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows == (reference / "metrics.csv").read_text().splitlines()  # every step logged once, same values
-    wandb_runs = list((run / "wandb").glob("offline-run-*"))
-    assert len(wandb_runs) == len(segments)  # one offline segment per start...
-    ids = {re.sub(r"^offline-run-\d{8}_\d{6}-", "", p.name) for p in wandb_runs}
-    assert ids == {(run / "wandb_id").read_text().strip()}  # ...of one W&B run
+    wandb_id = (run / "wandb_id").read_text().strip()
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == len(segments)  # one offline segment per start, each of the one W&B run, as W&B reads it
+    assert [inspect_run_dir(segment)["run_id"] for segment in offline] == [wandb_id] * len(offline)
+    assert summary(run)["wandb"]["sync"] == "wandb sync " + " ".join(str(p) for p in offline)

@@ -18,6 +18,7 @@ How the processes of one sweep share the work:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -203,8 +204,16 @@ def open_study(cfg: DictConfig, name: str, sweep_dir: Path, worker: int = 0):
 
 
 @contextlib.contextmanager
-def claim_lock(sweep_dir: Path) -> Iterator[None]:
-    """Serialise claiming trials between the processes of this machine (a lock file in the sweep folder)."""
+def claim_lock(sweep_dir: Path, storage: str | None = None, study: str = "") -> Iterator[None]:
+    """Serialise claiming trials: between the processes of this machine (a lock file in the sweep folder) and, on a
+    PostgreSQL storage that other machines share, between machines (an advisory lock of the database, held for
+    the claim only and released by the server if this process dies)."""
+    with _file_lock(sweep_dir), _database_lock(storage, study):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(sweep_dir: Path) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # Windows: no lock; processes may then overshoot n_trials by one now and then
@@ -216,6 +225,29 @@ def claim_lock(sweep_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _database_lock(storage: str | None, study: str) -> Iterator[None]:
+    if not storage or not storage.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(f"dlkit claim {study}".encode()).digest()[:8], "little", signed=True)
+    with _engine(storage).connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
+@functools.cache
+def _engine(url: str) -> Any:
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
 
 def process_alive(trial: Any) -> bool | None:
@@ -313,7 +345,7 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
         sweep_dir = sweep_dir_of(cfg, name)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         study, space, storage = open_study(cfg, name, sweep_dir)
-        with claim_lock(sweep_dir):
+        with claim_lock(sweep_dir, search.get("storage"), name):
             recovered = recover_interrupted(study) if search.get("recover_interrupted", True) else 0
         if recovered:
             ui.console.print(f"Continuing study {name}: {recovered} interrupted trial(s) queued again.")
@@ -378,17 +410,18 @@ def _optimize(study, space: dict[str, Any], cfg: DictConfig, overrides: list[str
     reproduce = reproduce or ["dlkit", "train", *train_overrides(overrides, config_dir)]
     started = time.monotonic()
     while timeout is None or time.monotonic() - started < float(timeout):
-        trial = claim(study, sweep_dir, n_trials)
+        trial = claim(study, sweep_dir, n_trials, search.get("storage"))
         if trial is None or not _run_trial(study, trial, space, cfg, overrides, config_dir, sweep_dir, reproduce):
             return
 
 
-def claim(study, sweep_dir: Path, n_trials: int):
+def claim(study, sweep_dir: Path, n_trials: int, storage: str | None = None):
     """A new trial for this process (a queued retry first), or None once the study has n_trials planned.
 
-    Under the sweep folder's lock, so that two processes of this machine never both take the last place.
+    Under the claim lock, so that two processes (of this machine, or of any on a shared PostgreSQL) never both take
+    the last place.
     """
-    with claim_lock(sweep_dir):
+    with claim_lock(sweep_dir, storage, study.study_name):
         if planned(study) >= n_trials:
             return None
         trial = study.ask()

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlkit import redact
+
 ID_FILE = "wandb_id"
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 # How long `mode: auto` waits for the W&B server before it runs offline (wandb itself retries for minutes).
@@ -122,7 +124,7 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
         else:
             flat[prefix] = value
 
-    walk("", OmegaConf.to_container(cfg, resolve=True))
+    walk("", redact.value(OmegaConf.to_container(cfg, resolve=True)))
     return flat
 
 
