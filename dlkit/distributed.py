@@ -151,8 +151,10 @@ def _worker(run_dir: str, ckpt_path: str | None = None) -> None:
     """Rank > 0: train from the run folder's composed config; rank 0 writes everything."""
     from omegaconf import OmegaConf
 
+    from dlkit import ui
     from dlkit.training import train
 
+    ui.quiet_third_party()  # rank 0 speaks for the run: library notes and warnings of this rank stay out
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     train(cfg, ckpt_path=ckpt_path)
 

@@ -196,8 +196,9 @@ def open_study(cfg: DictConfig, name: str, sweep_dir: Path, worker: int = 0):
     direction = search.get("direction") or ("minimize" if metric_mode(cfg.optimized_metric) == "min" else "maximize")
     storage = search.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=storage_of(storage), pruner=_pruner(search),
-                                direction=direction, load_if_exists=True)
+    with _database_lock(search.get("storage"), "create"):  # machines starting at once would race to make tables
+        study = optuna.create_study(study_name=name, storage=storage_of(storage), pruner=_pruner(search),
+                                    direction=direction, load_if_exists=True)
     study.sampler = _sampler(search, space, len(study.get_trials(deepcopy=False)), worker,
                              shared=bool(search.get("storage")))
     return study, space, storage
