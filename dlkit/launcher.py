@@ -87,9 +87,19 @@ def check(launcher: DictConfig) -> None:
         import submitit  # noqa: F401
     except ImportError as err:
         raise UsageError("launcher=slurm needs submitit: pip install 'dlkit[slurm]'") from err
-    if launcher.get("cluster", "slurm") == "slurm" and shutil.which("sbatch") is None:
-        raise UsageError("launcher=slurm submits with SLURM's sbatch, which is not on this machine: run it on a "
-                         "cluster's login node, or try the submission path here with launcher.cluster=local.")
+    if launcher.get("cluster", "slurm") != "slurm":
+        return
+    try_here = "run it on a cluster's login node, or try the submission path here with launcher.cluster=local."
+    if shutil.which("sbatch") is None:
+        raise UsageError(f"launcher=slurm submits with SLURM's sbatch, which is not on this machine: {try_here}")
+    try:
+        answer = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise UsageError(f"launcher=slurm: no Slurm controller answers sinfo ({err}): {try_here}") from err
+    if answer.returncode != 0:
+        reason = (answer.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise UsageError(f"launcher=slurm: Slurm's commands are installed but no cluster answers (sinfo: {reason}): "
+                         f"{try_here}")
 
 
 def _gpus_per_node(launcher: DictConfig, trainer: DictConfig) -> int:

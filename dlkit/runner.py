@@ -271,7 +271,7 @@ def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callb
     job.run_dir = run_dir
     with open_dict(job.cfg):
         job.cfg.paths.run_dir = str(run_dir)
-    started = time.time()
+    started, refused = time.time(), False
     if writer:
         run_folder.record_start(run_dir, job.cfg, job.overrides, job.choices, resumed_from=ckpt_path)
         console.print(f"Run folder: {escape(str(run_dir))}", soft_wrap=True)
@@ -293,7 +293,7 @@ def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callb
         # the config asked for something impossible that only showed once the data was read: no run happened (a
         # resumed run keeps its folder and records the refusal as a failure)
         job.status, job.error = ("failed" if ckpt_path else "refused"), str(err)
-        writer = writer and bool(ckpt_path)
+        refused, writer = writer and not ckpt_path, writer and bool(ckpt_path)
         raise
     except Exception as err:
         job.status = "failed"
@@ -310,7 +310,7 @@ def _run_job(job: Job, run_dir: Path, writer: bool, ckpt_path: str | None, callb
             job.wandb = wandb_summary(run_dir)
             run_folder.record_end(run_dir, job.status, job.metrics, job.error, started, world_size=job.world_size,
                                   wandb=job.wandb)
-        elif run_dir.name.startswith(SCRATCH_PREFIX):  # (a rank > 0 given rank 0's folder only reads it)
+        elif refused or run_dir.name.startswith(SCRATCH_PREFIX):  # (a rank > 0 given rank 0's folder only reads it)
             run_folder.discard(run_dir, job.cfg.paths.output_dir)
     if writer:
         print_result(job)

@@ -83,9 +83,9 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
-# about 35 s of training here, more than a job gets before the warning of its 1-minute limit: Slurm looks at time
-# limits every 30 s, so the warning asked 10 s ahead comes 10 to 40 s before the limit
-LONG = ["model=mlp", "data.batch_size=8", "trainer.max_epochs=6", "trainer.deterministic=true",
+# 40 s of training or more here; the warning asked 50 s ahead of the 1-minute limit comes 10 to 40 s after the start
+# (Slurm looks at time limits every 30 s), so no start can train it all: the job must requeue at least once
+LONG = ["model=mlp", "data.batch_size=8", "trainer.max_epochs=12", "trainer.deterministic=true",
         "callbacks=minimal", "logger=[csv,wandb]", "seed=5", "test=false"]
 
 
@@ -96,8 +96,8 @@ def test_a_job_at_its_time_limit_checkpoints_requeues_and_ends_as_if_never_stopp
     # the same training straight through, beside it
     straight = start_cli("train", *LONG, cwd=reference_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
-    result = run_cli("train", "-m", *SMALL, "launcher.timeout_min=1", "launcher.signal_delay_s=10",
-                     "launcher.max_requeues=6", *LONG, cwd=slurm_dir, env=slurm_env(cluster), timeout=900)
+    result = run_cli("train", "-m", *SMALL, "launcher.timeout_min=1", "launcher.signal_delay_s=50",
+                     "launcher.max_requeues=10", *LONG, cwd=slurm_dir, env=slurm_env(cluster), timeout=900)
     took = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _, [job] = multirun_jobs(slurm_dir)
