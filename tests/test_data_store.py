@@ -181,3 +181,28 @@ def test_data_prepare_and_info_commands(tmp_path):
     bad = run_main("data", "prepare", "model=textcnn", "data=text_files", f"data.train_file={tmp_path}/none.tsv",
                    cwd=tmp_path)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_files_are_read_in_pieces_cut_at_record_boundaries_with_the_same_rows(tmp_path, monkeypatch, fmt):
+    """Arrow gets the file a piece at a time (its streaming reader would read far ahead): a quoted CSV field with
+    newlines and quotes in it, blank lines and a last row without a newline come out as from one read."""
+    from dlkit.data import tables
+
+    sep = "," if fmt == "csv" else "\t"
+    rows = [(f'"line one\nline ""two"" {i}"' if fmt == "csv" and i % 7 == 0 else f"text {i} é", f"label{i % 3}")
+            for i in range(400)]
+    body = "\n".join(f"{text}{sep}{label}" + ("\n" if i % 50 == 0 else "") for i, (text, label) in enumerate(rows))
+    path = tmp_path / f"rows.{fmt}"
+    path.write_text(f"text{sep}label\n" + body, encoding="utf-8")  # no newline after the last row
+
+    def read() -> list[tuple[str, str]]:
+        chunks = list(tables.read_columns(path, ["text", "label"], fmt))
+        return [pair for chunk in chunks for pair in zip(chunk["text"], chunk["label"])]
+
+    whole = read()
+    monkeypatch.setattr(tables, "PIECE", 97)  # pieces of a few rows, cut anywhere, inside quoted fields too
+    assert read() == whole
+    expected = [(f'line one\nline "two" {i}' if fmt == "csv" and i % 7 == 0 else f"text {i} é", f"label{i % 3}")
+                for i in range(400)]
+    assert whole == expected

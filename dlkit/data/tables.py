@@ -1,7 +1,9 @@
 """Columns of a CSV, TSV, JSON Lines or Parquet file, streamed in chunks of rows (lists of strings), with one-line
 errors naming the file, the row and the fix.
 
-CSV and TSV are parsed by Arrow's multi-threaded reader (pyarrow.csv), Parquet by pyarrow.parquet, JSON Lines line
+CSV and TSV are parsed by Arrow's multi-threaded reader (pyarrow.csv) one piece of the file at a time (about
+PIECE bytes cut at a record boundary): Arrow's streaming reader reads far ahead of its consumer and would hold much
+of a large file in memory. Parquet is read by pyarrow.parquet, JSON Lines line
 by line (a JSON value may be any type; its text is what dlkit reads). CSV follows RFC 4180 quoting; TSV has no
 quoting at all (a quote is an ordinary character), so a stray `"` cannot swallow the rows after it. Without a header
 row (header=False) the columns are named 0, 1, ... When Arrow refuses a file, the file is read again with Python's
@@ -21,6 +23,8 @@ from dlkit.errors import DlkitError, UsageError, did_you_mean
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 # bytes Arrow parses at a time: a chunk of rows is about this large
 BLOCK = 16 << 20
+# bytes of a CSV/TSV file handed to Arrow at once (cut at the last record boundary inside)
+PIECE = 32 << 20
 JSON_ROWS = 65536
 Chunk = dict[str, list[str]]
 
@@ -99,16 +103,64 @@ def _delimited_chunks(path: Path, columns: list[str], fmt: str, header: bool, en
     convert = arrow_csv.ConvertOptions(include_columns=columns, column_types=dict.fromkeys(columns, pa.string()),
                                        strings_can_be_null=False, quoted_strings_can_be_null=False)
 
+    def batches() -> Iterator[pa.RecordBatch]:
+        if not _byte_searchable(encoding):  # (UTF-16 and the like: no cutting at newline bytes; stream it)
+            yield from arrow_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+            return
+        for number, piece in enumerate(_pieces(path, quoted=fmt == "csv")):
+            options = read if number == 0 else arrow_csv.ReadOptions(block_size=BLOCK, encoding=encoding,
+                                                                      column_names=names)
+            table = arrow_csv.read_csv(pa.py_buffer(piece), read_options=options, parse_options=parse,
+                                       convert_options=convert)
+            yield from table.to_batches(max_chunksize=JSON_ROWS)
+
     def chunks() -> Iterator[Chunk]:
         try:
-            reader = arrow_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-            for batch in reader:
+            for batch in batches():
                 yield {name: batch.column(name).to_pylist() for name in columns}
         except (pa.ArrowInvalid, UnicodeDecodeError) as err:
             _diagnose(path, columns, fmt, header, encoding)  # raises the exact message
             raise DlkitError(f"{path}: cannot be read ({' '.join(str(err).split())})") from err
 
     return chunks()
+
+
+def _byte_searchable(encoding: str) -> bool:
+    """Whether newlines and quotes are single ASCII bytes in this encoding (UTF-8, Latin-1, cp1252: yes)."""
+    try:
+        return "\n\"".encode(encoding) == b"\n\""
+    except (LookupError, UnicodeError):
+        return False
+
+
+def _pieces(path: Path, quoted: bool) -> Iterator[bytes]:
+    """The file's bytes in pieces of about PIECE bytes, each ending at a record boundary: a newline (with `quoted`,
+    RFC 4180 CSV, only a newline outside quotes: an even number of quote characters before it in the piece). Blank
+    pieces are skipped; a record longer than a piece makes the piece longer."""
+    import numpy as np
+
+    rest = b""
+    with open(path, "rb") as handle:
+        while True:
+            data = handle.read(PIECE)
+            if not data:
+                if rest.strip():
+                    yield rest
+                return
+            data = rest + data
+            if quoted:
+                raw = np.frombuffer(data, dtype=np.uint8)
+                inside = np.bitwise_xor.accumulate(raw == ord('"'))  # after each byte: inside quotes?
+                ends = np.flatnonzero((raw == ord("\n")) & ~inside)
+                cut = int(ends[-1]) + 1 if len(ends) else 0
+            else:
+                cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no record ends in it yet
+                rest = data
+                continue
+            if data[:cut].strip():
+                yield data[:cut]
+            rest = data[cut:]
 
 
 def _diagnose(path: Path, columns: list[str], fmt: str, header: bool, encoding: str) -> None:
