@@ -161,7 +161,9 @@ def _wait(job: Any, poll_s: float = 1.0) -> dict[str, Any]:
                 break
         elif not _in_queue(job.job_id):
             gone_since = gone_since or time.monotonic()
-            if time.monotonic() - gone_since > 10:  # the result of a job that just ended may still be on its way
+            # a requeued job shows as ended (CANCELLED) until its step has stopped (Slurm's KillWait, 30 s by
+            # default) and then pends again; a result just written may still be on its way: wait before saying gone
+            if time.monotonic() - gone_since > GONE_AFTER_S:
                 return {"status": "failed", "metrics": {}, "error": GONE.format(log=job.paths.stdout)}
         else:
             gone_since = None
@@ -179,6 +181,7 @@ def _has_accounting() -> bool:
     return False
 
 
+GONE_AFTER_S = 120
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT"}
 
 
