@@ -22,6 +22,7 @@ from dlkit.data.base import BatchDict, DataModule, split_assignment
 from dlkit.data.progress import preparing
 from dlkit.data.spec import DataSpec
 from dlkit.data.store import Ragged, Store, StoreWriter, Strings, clip_rows, frame_rows, pad_rows, prepared
+from dlkit.data.tables import chunks_of
 from dlkit.data.tokenizers import encode_rows, fingerprint, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
 
@@ -252,19 +253,15 @@ def read_pairs(path: str | Path, target_path: str | Path | None = None) -> Itera
 
 
 def _aligned(path: Path, target_path: Path) -> Iterator[dict[str, list[str]]]:
-    chunk: dict[str, list[str]] = {"src": [], "tgt": []}
-    with open(path, encoding="utf-8") as sources, open(target_path, encoding="utf-8") as targets:
+    def aligned(sources: Any, targets: Any) -> Iterator[tuple[str, str]]:
         for number, (source, target) in enumerate(_zip_lines(sources, targets), 1):
             if source is None or target is None:
                 longer, shorter = (path, target_path) if target is None else (target_path, path)
                 raise DlkitError(f"{longer} has more lines than {shorter} (line {number}): the files are not aligned.")
-            chunk["src"].append(source)
-            chunk["tgt"].append(target)
-            if len(chunk["src"]) == ENCODE_ROWS:
-                yield chunk
-                chunk = {"src": [], "tgt": []}
-    if chunk["src"]:
-        yield chunk
+            yield source, target
+
+    with open(path, encoding="utf-8") as sources, open(target_path, encoding="utf-8") as targets:
+        yield from chunks_of(aligned(sources, targets), ("src", "tgt"), ENCODE_ROWS)
 
 
 def _zip_lines(a: Any, b: Any) -> Iterator[tuple[str | None, str | None]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dlkit.errors import DlkitError, UsageError, did_you_mean
@@ -245,3 +245,16 @@ def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[Chunk]:
             yield chunk
 
     return chunks()
+
+
+def chunks_of(rows: Iterable[Sequence[str]], keys: Sequence[str], size: int) -> Iterator[Chunk]:
+    """Rows (one value per key) gathered into chunks of `size` rows: {key: its values}."""
+    chunk: Chunk = {key: [] for key in keys}
+    for row in rows:
+        for key, value in zip(keys, row):
+            chunk[key].append(value)
+        if len(chunk[keys[0]]) == size:
+            yield chunk
+            chunk = {key: [] for key in keys}
+    if chunk[keys[0]]:
+        yield chunk

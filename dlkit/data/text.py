@@ -24,7 +24,7 @@ from dlkit.data.base import Batch, BucketSampler, DataModule, split_assignment
 from dlkit.data.progress import preparing
 from dlkit.data.spec import DataSpec
 from dlkit.data.store import Ragged, Store, StoreWriter, prepared
-from dlkit.data.tables import Chunk, read_columns
+from dlkit.data.tables import Chunk, chunks_of, read_columns
 from dlkit.data.tokenizers import encode_rows, fingerprint, frame, load_tokenizer, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
 
@@ -429,15 +429,7 @@ class SyntheticSentimentDataModule(TextClassificationDataModule):
 
     def sources(self) -> dict[str, Source]:
         def rows() -> Iterator[Chunk]:
-            chunk: Chunk = {"text": [], "label": []}
-            for text, label in self.reviews():
-                chunk["text"].append(text)
-                chunk["label"].append(label)
-                if len(chunk["text"]) == ENCODE_ROWS:
-                    yield chunk
-                    chunk = {"text": [], "label": []}
-            if chunk["text"]:
-                yield chunk
+            return chunks_of(self.reviews(), ("text", "label"), ENCODE_ROWS)
 
         return {"train": rows}
 
