@@ -14,6 +14,7 @@ import pytest
 from conftest import QUICK, dlkit_bin, run_cli, run_folders, run_main, summary
 
 from dlkit.data.store import Ragged, clip_rows, frame_rows, open_store, pad_rows
+from dlkit.data.store import summary as store_summary
 from dlkit.data.text import TextFilesDataModule
 
 
@@ -40,6 +41,23 @@ def test_ragged_rows_gather_pad_clip_and_frame():
     assert clipped.tolist() == [1, 2, 3, 4, 6] and kept.tolist() == [2, 0, 2, 1]
     framed, longer = frame_rows(clipped, kept, 7, 8)
     assert framed.tolist() == [7, 1, 2, 8, 7, 8, 7, 3, 4, 8, 7, 6, 8] and longer.tolist() == [4, 2, 4, 3]
+
+
+def test_a_stores_statistics_are_counted_while_it_is_written_and_equal_the_columns(tmp_path):
+    """`dlkit data info` reads the manifest only: its tokens, length percentiles and label counts are the ones the
+    columns themselves give (np.percentile, bincount); the scratch columns of the build are not kept."""
+    data = tmp_path / "reviews.tsv"
+    _reviews(data, 3000)
+    store, _ = TextFilesDataModule(train_file=str(data), cache_dir=str(tmp_path / "cache")).prepare()
+    assert not (store.folder / "spills").exists()
+    described = store_summary(store)
+    for split in ("train", "val", "test"):
+        lengths = store.ragged(split, "ids").lengths()
+        labels = np.bincount(np.asarray(store.fixed(split, "label")), minlength=2)
+        assert described[split]["ids tokens"] == int(lengths.sum()) and described[split]["rows"] == len(lengths)
+        assert described[split]["lengths"] == {**{f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)},
+                                               "max": int(lengths.max())}
+        assert described[split]["labels"] == dict(zip(store.manifest["labels"], labels.tolist()))
 
 
 def test_the_store_is_reused_and_rebuilt_when_the_file_or_a_setting_changes(tmp_path):

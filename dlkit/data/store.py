@@ -8,6 +8,9 @@ process that trains on them.
         <split>.<column>.bin     fixed columns (a label per row)
         tokenizer.json ...       whatever the datamodule keeps beside the ids
 
+The manifest also holds each column's statistics, counted while it was written (tokens and length percentiles of
+ragged columns, value counts of integer fixed columns), so that describing a store reads no column.
+
 The files are plain little-endian arrays that numpy maps (np.memmap): opening a store costs milliseconds and no
 memory, whatever its size, and a batch is gathered from the maps without Python lists. A store is built in a
 temporary folder and renamed into place when complete, under a lock that makes every other process (DDP ranks,
@@ -35,8 +38,10 @@ import numpy as np
 from dlkit.data.progress import human_size
 
 log = logging.getLogger("dlkit")
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "manifest.json"
+SPILLS = "spills"  # the scratch columns of a build, inside the folder being built
+COUNTED = 1 << 16  # integer fixed columns whose values all lie below this are counted value by value
 
 
 class DamagedStore(Exception):
@@ -210,6 +215,7 @@ class StoreWriter:
         self.folder = folder
         self._splits: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, Any] = {}
+        self._counts: dict[tuple[str, str], np.ndarray] = {}  # (split, column): how often each length / value came
 
     def _split(self, split: str) -> dict[str, Any]:
         return self._splits.setdefault(split, {"rows": None, "columns": {}})
@@ -220,6 +226,14 @@ class StoreWriter:
             handle = self._handles[name] = open(self.folder / name, "wb")  # noqa: SIM115 - closed in finish()
         handle.write(np.ascontiguousarray(array).tobytes())
 
+    def _count(self, split: str, column: str, values: np.ndarray) -> None:
+        counts = np.bincount(values)
+        total = self._counts.get((split, column), np.zeros(0, dtype=np.int64))
+        if len(total) < len(counts):
+            total = np.concatenate([total, np.zeros(len(counts) - len(total), dtype=np.int64)])
+        total[:len(counts)] += counts
+        self._counts[split, column] = total
+
     def ragged(self, split: str, column: str, flat: np.ndarray, lengths: np.ndarray) -> None:
         """Append rows given as their values one after another and their lengths."""
         spec = self._split(split)["columns"].setdefault(column, {"kind": "ragged", "dtype": str(flat.dtype),
@@ -229,6 +243,7 @@ class StoreWriter:
         ends = spec["values"] + np.cumsum(lengths, dtype=np.int64)
         self._append(f"{split}.{column}.offsets", ends)
         self._append(f"{split}.{column}.values", flat.astype(spec["dtype"], copy=False))
+        self._count(split, column, np.asarray(lengths, dtype=np.int64))
         spec["values"] += int(lengths.sum())
         spec["rows"] += len(lengths)
 
@@ -238,33 +253,96 @@ class StoreWriter:
         self.ragged(split, column, np.frombuffer(b"".join(encoded), dtype=np.uint8), lengths)
 
     def fixed(self, split: str, column: str, values: np.ndarray) -> None:
+        """Append one value per row (integer columns of small non-negative values, such as labels, are counted)."""
         spec = self._split(split)["columns"].setdefault(column, {"kind": "fixed", "dtype": str(values.dtype),
                                                                   "rows": 0})
         self._append(f"{split}.{column}.bin", values.astype(spec["dtype"], copy=False))
+        countable = values.dtype.kind in "iu" and (not len(values) or values.min() >= 0 and values.max() < COUNTED)
+        if countable and spec.get("counted", True):
+            self._count(split, column, values.astype(np.int64, copy=False))
+        else:
+            spec["counted"] = False
         spec["rows"] += len(values)
 
     def empty_split(self, split: str) -> None:
         """A split with no rows (so that readers find it)."""
         self._split(split)
 
+    def spill(self, name: str, dtype: str = "int32") -> Spill:
+        """A scratch column for the build (deleted by finish(), never part of the store)."""
+        (self.folder / SPILLS).mkdir(exist_ok=True)
+        return Spill(self.folder / SPILLS / name, dtype)
+
     def finish(self, **extra: Any) -> dict[str, Any]:
-        """Close every file and write the manifest (rows, columns, file sizes, and `extra`)."""
+        """Close every file and write the manifest (rows, columns and their statistics, file sizes, and `extra`)."""
         for handle in self._handles.values():
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
         self._handles.clear()
+        shutil.rmtree(self.folder / SPILLS, ignore_errors=True)
         for name, split in self._splits.items():
             counts = {spec["rows"] for spec in split["columns"].values()}
             if len(counts) > 1:
                 raise RuntimeError(f"store split {name}: columns of different lengths {sorted(counts)}")
             split["rows"] = counts.pop() if counts else 0
+            for column, spec in split["columns"].items():
+                spec["stats"] = _stats(spec, self._counts.get((name, column), np.zeros(0, dtype=np.int64)))
         manifest = {"format": FORMAT, "splits": self._splits, **extra,
                     "files": {p.name: p.stat().st_size for p in sorted(self.folder.iterdir()) if p.is_file()},
                     "created": datetime.now().isoformat(timespec="seconds"),
                     "built_by": f"process {os.getpid()} on {platform.node()}"}
         (self.folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         return manifest
+
+
+def _stats(spec: dict[str, Any], counts: np.ndarray) -> dict[str, Any]:
+    """A column's statistics from how often each length (ragged) or value (fixed) came: ragged columns get their
+    tokens and the 50th, 90th and 99th percentile and the largest of their lengths (as np.percentile gives them,
+    rounded down); counted fixed columns get the count of each value."""
+    if spec["kind"] == "fixed":
+        return {"counts": counts.tolist()} if spec.pop("counted", True) else {}
+    if not counts.sum():
+        return {"tokens": 0}
+    lengths = np.arange(len(counts))
+    return {"tokens": int((lengths * counts).sum()), **{f"p{q}": _percentile(counts, q) for q in (50, 90, 99)},
+            "max": int(lengths[counts > 0][-1])}
+
+
+def _percentile(counts: np.ndarray, q: float) -> int:
+    """np.percentile (linear interpolation) of the values that `counts` counts, rounded down, without them."""
+    ends = np.cumsum(counts)
+    position = q / 100 * (int(ends[-1]) - 1)
+    below = int(position)
+    low, high = np.searchsorted(ends, [below, min(below + 1, int(ends[-1]) - 1)], side="right")
+    return int(low + (position - below) * (high - low))
+
+
+class Spill:
+    """A column of integers too long to hold in memory while a store is built (a label code per row, say):
+    appended chunk by chunk to a file, read back a range at a time."""
+
+    def __init__(self, path: Path, dtype: str = "int32") -> None:
+        self.path, self.dtype, self.count = path, np.dtype(dtype), 0
+        self._handle = open(path, "wb")  # noqa: SIM115 - closed by read()
+
+    def append(self, values: np.ndarray) -> None:
+        self._handle.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+        self.count += len(values)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Values start..stop-1 (reading them from the file: they never take up memory as a whole)."""
+        if not self._handle.closed:
+            self._handle.close()
+        stop = min(stop, self.count)
+        if stop <= start:
+            return np.zeros(0, dtype=self.dtype)
+        return np.fromfile(self.path, dtype=self.dtype, count=stop - start, offset=start * self.dtype.itemsize)
+
+    def blocks(self, size: int = 1 << 20) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, values) of consecutive ranges of `size` values."""
+        for start in range(0, self.count, size):
+            yield start, self.read(start, start + size)
 
 
 @contextmanager
@@ -335,21 +413,22 @@ def _warn(message: str) -> None:
 
 
 def summary(store: Store) -> dict[str, dict[str, Any]]:
-    """Per split: rows, tokens of each ragged column, length percentiles of the first one, label counts."""
+    """Per split: rows, tokens of each ragged column, length percentiles of the first one, label counts (from the
+    manifest: no column is read)."""
     labels = store.manifest.get("labels")
     result: dict[str, dict[str, Any]] = {}
     for split, spec in store.manifest["splits"].items():
         info: dict[str, Any] = {"rows": int(spec["rows"])}
-        ragged = [name for name, column in spec["columns"].items() if column["kind"] == "ragged" and name != "raw"]
-        for number, name in enumerate(ragged):
-            lengths = store.ragged(split, name).lengths()
-            info[f"{name} tokens"] = int(lengths.sum())
-            if number == 0 and len(lengths):
-                info["lengths"] = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)}
-                info["lengths"]["max"] = int(lengths.max())
+        ragged = [(name, column) for name, column in spec["columns"].items()
+                  if column["kind"] == "ragged" and name != "raw"]
+        for number, (name, column) in enumerate(ragged):
+            stats = column["stats"]
+            info[f"{name} tokens"] = stats["tokens"]
+            if number == 0 and "max" in stats:
+                info["lengths"] = {key: stats[key] for key in ("p50", "p90", "p99", "max")}
         if labels is not None and "label" in spec["columns"]:
-            counts = np.bincount(np.asarray(store.fixed(split, "label")), minlength=len(labels))
-            info["labels"] = {name: int(count) for name, count in zip(labels, counts)}
+            counts = spec["columns"]["label"]["stats"]["counts"]
+            info["labels"] = {name: int(counts[i]) if i < len(counts) else 0 for i, name in enumerate(labels)}
         result[split] = info
     return result
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from dlkit.data.base import Batch, BucketSampler, DataModule, split_assignment
 from dlkit.data.progress import preparing
 from dlkit.data.spec import DataSpec
-from dlkit.data.store import Ragged, Store, StoreWriter, prepared
+from dlkit.data.store import Ragged, Spill, Store, StoreWriter, prepared
 from dlkit.data.tables import Chunk, chunks_of, read_columns
 from dlkit.data.tokenizers import encode_rows, fingerprint, frame, load_tokenizer, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
@@ -139,40 +139,51 @@ class TextClassificationDataModule(DataModule):
     def _build(self, writer: StoreWriter) -> dict[str, Any]:
         sources = self.sources()
         with preparing() as show:
-            counted = {name: _count(source, show(f"Reading {name} rows")) for name, source in sources.items()}
-            codes, names = counted["train"]
+            counted = {name: _count(source, writer.spill(name), show(f"Reading {name} rows"))
+                       for name, source in sources.items()}
             missing = [name for name in ("val", "test") if name not in counted]
             cut = [self.val_fraction if name == "val" else self.test_fraction for name in missing]
             # which split each training row goes to (0: train, k: missing[k - 1]); None: all of them to train
-            parts = split_assignment(len(codes), (1.0 - sum(cut), *cut), self.split_seed) if missing else None
+            parts = split_assignment(counted["train"][0].count, (1.0 - sum(cut), *cut), self.split_seed) \
+                if missing else None
             labels = self._labels(counted, parts, missing)
             tokenizer = self._tokenizer(sources["train"], parts, show)
             frame(tokenizer, self.max_length, self.framed)
             tokenizer.save(str(writer.folder / "tokenizer.json"))
             for name, source in sources.items():
                 route = ["train", *missing] if name == "train" and parts is not None else [name]
-                remap = np.array([labels.index(n) if n in labels else -1 for n in counted[name][1]], dtype=np.int32)
+                codes, names = counted[name]
+                remap = np.array([labels.index(n) if n in labels else -1 for n in names], dtype=np.int32)
                 self._encode(source, writer, tokenizer, route, parts if len(route) > 1 else None,
-                             remap[counted[name][0]], show(f"Encoding {name} rows", len(counted[name][0])))
+                             codes, remap, show(f"Encoding {name} rows", codes.count))
         for name in SPLITS:
             writer.empty_split(name)
         return {"labels": labels, "source": self.source_id()}
 
-    def _labels(self, counted: dict[str, tuple[np.ndarray, list[str]]], parts: np.ndarray | None,
+    def _labels(self, counted: dict[str, tuple[Spill, list[str]]], parts: np.ndarray | None,
                 missing: list[str]) -> list[str]:
         """The label names of the training rows, sorted; every split non-empty and labelled with them."""
         codes, names = counted["train"]
-        if not len(codes):
+        if not codes.count:
             raise DlkitError(self.empty("train"))
-        split_codes = {"train": codes if parts is None else codes[parts == 0]}
-        split_codes.update({name: codes[parts == k] for k, name in enumerate(missing, 1)} if parts is not None else {})
-        labels = sorted({names[c] for c in np.unique(split_codes["train"])})
+        # how many training-file rows of each label code each split got (a row of it per split, train first)
+        by_split = np.zeros((1 + len(missing), len(names)), dtype=np.int64)
+        for start, block in codes.blocks():
+            where = parts[start:start + len(block)] if parts is not None else np.zeros(len(block), dtype=np.int8)
+            by_split += np.bincount(where.astype(np.int64) * len(names) + block,
+                                    minlength=by_split.size).reshape(by_split.shape)
+        labels = sorted(names[c] for c in np.flatnonzero(by_split[0]))
         for name in ("val", "test"):
-            own = counted.get(name)
-            rows, known = (own[0], own[1]) if own is not None else (split_codes.get(name, np.zeros(0, int)), names)
-            if not len(rows):
+            if name in counted:
+                own, known = counted[name]
+                present = np.zeros(len(known), dtype=np.int64)
+                for _, block in own.blocks():
+                    present += np.bincount(block, minlength=len(known))
+            else:
+                known, present = names, by_split[1 + missing.index(name)]
+            if not present.sum():
                 raise DlkitError(self.empty(name))
-            unseen = sorted({known[c] for c in np.unique(rows)} - set(labels))
+            unseen = sorted({known[c] for c in np.flatnonzero(present)} - set(labels))
             if unseen:
                 raise DlkitError(f"label {unseen[0]!r} appears in the {name} split but never in train: every label "
                                  "needs training examples.")
@@ -201,8 +212,9 @@ class TextClassificationDataModule(DataModule):
         return train_tokenizer(texts(), length=rows, **settings)
 
     def _encode(self, source: Source, writer: StoreWriter, tokenizer: Any, route: list[str],
-                parts: np.ndarray | None, labels: np.ndarray, progress: Any) -> None:
-        """Encode a source's rows and append them to the splits of `route` (by `parts` when there are several)."""
+                parts: np.ndarray | None, codes: Spill, remap: np.ndarray, progress: Any) -> None:
+        """Encode a source's rows and append them to the splits of `route` (by `parts` when there are several), each
+        with its label (`remap` of its label code)."""
         start = 0
         for chunk in source():
             for begin in range(0, len(chunk["text"]), ENCODE_ROWS):
@@ -212,6 +224,7 @@ class TextClassificationDataModule(DataModule):
                 rows = Ragged.of(ids, lengths)
                 typed = Ragged(types, rows.offsets) if types is not None else None
                 span = slice(start, start + len(texts))
+                labels = remap[codes.read(start, start + len(texts))]
                 where = parts[span] if parts is not None else np.zeros(len(texts), dtype=np.int8)
                 for number, split in enumerate(route):
                     chosen = np.flatnonzero(where == number)
@@ -220,7 +233,7 @@ class TextClassificationDataModule(DataModule):
                     writer.ragged(split, "ids", *rows.gather(chosen))
                     if typed is not None:
                         writer.ragged(split, "types", *typed.gather(chosen))
-                    writer.fixed(split, "label", labels[span][chosen])
+                    writer.fixed(split, "label", labels[chosen])
                 start += len(texts)
                 progress.advance(len(texts), written=int(lengths.sum()) * 4)
 
@@ -262,16 +275,14 @@ class TextClassificationDataModule(DataModule):
         return inputs
 
 
-def _count(source: Source, progress: Any) -> tuple[np.ndarray, list[str]]:
-    """(each row's label as a code, the label of each code) of a source, in one pass."""
+def _count(source: Source, codes: Spill, progress: Any) -> tuple[Spill, list[str]]:
+    """(each row's label as a code, spilled to `codes`; the label of each code) of a source, in one pass."""
     index: dict[str, int] = {}
-    codes: list[np.ndarray] = []
     for chunk in source():
         labels = chunk["label"]
-        codes.append(np.fromiter((index.setdefault(v, len(index)) for v in labels), dtype=np.int32,
-                                 count=len(labels)))
+        codes.append(np.fromiter((index.setdefault(v, len(index)) for v in labels), dtype=np.int32, count=len(labels)))
         progress.advance(len(labels))
-    return (np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32)), list(index)
+    return codes, list(index)
 
 
 # -- sources ---------------------------------------------------------------------------------------------
