@@ -1,1 +1,0 @@
-"""Experiment tracking: loggers (W&B first, TensorBoard, CSV) and local run comparison."""
