@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 
-from dlkit import runner
+from dlkit import jobs
 
 # model, overrides (everything else is the packaged default), metric, target
 CASES = [
@@ -40,7 +40,7 @@ def main() -> None:
             values, times = [], []
             for seed in args.seeds:
                 start = time.perf_counter()
-                [job] = runner.train([f"model={model}", "~callbacks.progress_bar", "~callbacks.model_summary",
+                [job] = jobs.train([f"model={model}", "~callbacks.progress_bar", "~callbacks.model_summary",
                                       "logger=csv", f"seed={seed}", f"paths.output_dir={out}", *overrides])
                 times.append(time.perf_counter() - start)
                 values.append(job.metrics[metric])

@@ -16,7 +16,7 @@ import time
 import torch
 import transformers
 
-from dlkit.models.bert import load_hf_pretraining
+from dlkit.interop.hf_bert import load_hf_pretraining
 
 SIZES = {"tiny": (2, 128, 2), "base": (12, 768, 12)}
 BATCH, LENGTH, VOCAB = 8, 128, 30522

@@ -115,11 +115,12 @@ def batch_starts(warmup: int, plain: PlainSetup) -> Any:
 
 def run_dlkit(case: str, variant: str, output_dir: str) -> dict[str, Any]:
     """One `dlkit train` run with a callback timing the training-batch starts of the measured epochs."""
-    from dlkit import run_folder, runner
+    from dlkit import runner
+    from dlkit.runs import records
 
     timer = batch_starts(CASES[case][1], PlainSetup(case, output_dir))
     job = runner.prepare(overrides_for(case, variant, output_dir))
-    runner.run_job(job, run_folder.new_folder(job.cfg.paths.output_dir), callbacks=[timer])
+    runner.run_job(job, records.new_folder(job.cfg.paths.output_dir), callbacks=[timer])
     return {**timer.result(), "batch_size": int(job.cfg.data.batch_size), "data": job.choices.get("data")}
 
 
@@ -161,8 +162,7 @@ class PlainSetup:
         from omegaconf import open_dict
 
         from dlkit import runner
-        from dlkit.models import build_model
-        from dlkit.training import build_datamodule
+        from dlkit.build import build_datamodule, build_model
 
         job = runner.prepare(overrides_for(case, "plain", output_dir))
         self.cfg, self.data = job.cfg, job.choices.get("data")
@@ -170,7 +170,7 @@ class PlainSetup:
             self.cfg.paths.run_dir = output_dir
         pl.seed_everything(int(self.cfg.seed), workers=True, verbose=False)
         datamodule = build_datamodule(self.cfg)
-        self.model = build_model(self.cfg.model, datamodule.spec).train()
+        self.model = build_model(self.cfg.model, datamodule.spec)[0].train()
         self.optimizer = instantiate(self.cfg.optimizer)(params=[p for p in self.model.parameters() if p.requires_grad])
         labels, self.make_batch = plain_batches(datamodule)
         self.batch_size, self.size = int(self.cfg.data.batch_size), len(labels)

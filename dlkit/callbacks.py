@@ -1,4 +1,5 @@
-"""dlkit's own Lightning callbacks."""
+"""dlkit's own Lightning callbacks: every one of them (checkpoints, seeding, progress, gradient norms, sweep
+pruning)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelSummary, RichProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import grad_norm
 
 from dlkit.errors import Stopped, stop_request
 from dlkit.tasks.base import resumed_mid_epoch
@@ -207,3 +209,33 @@ class ModelSummaryLine(ModelSummary):
         detail = f", {get_human_readable_count(frozen)} frozen" if frozen else ""
         console.print(f"Model: {model}, {get_human_readable_count(total_parameters).strip()} parameters"
                       f"{detail} ({model_size:.1f} MB)", markup=False)
+
+
+class GradNormMonitor(pl.Callback):
+    """Log `train/grad_norm` before each optimizer step, at the trainer's logging interval."""
+
+    def __init__(self, norm_type: float = 2.0) -> None:
+        self.norm_type = norm_type
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            norms = grad_norm(pl_module, norm_type=self.norm_type)
+            total = norms.get(f"grad_{float(self.norm_type)}_norm_total")
+            if total is not None:
+                pl_module.log("train/grad_norm", total, on_step=True, on_epoch=False)
+
+
+class PruneOnPlateau(pl.Callback):
+    """Report the optimized metric to the trial after every validation; stop the run when Optuna prunes it."""
+
+    def __init__(self, trial: Any, metric: str) -> None:
+        self.trial, self.metric, self.pruned = trial, metric, False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.metric)
+        if trainer.sanity_checking or value is None:
+            return
+        self.trial.report(float(value), step=trainer.current_epoch)
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.should_stop = True

@@ -8,11 +8,12 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from dlkit.config import config_groups
+from dlkit.data.spec import model_declares
 from dlkit.errors import UsageError
 
 
 def _kind_of_data(target: str) -> str:
-    return getattr(get_class(target), "kind", "")
+    return get_class(target).kind
 
 
 def data_options_for(kinds: tuple[str, ...]) -> list[str]:
@@ -96,12 +97,12 @@ def check(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
     choices = choices or {}
     model_name, data_name = choices.get("model", "the model"), choices.get("data", "the data")
     data_kind = _kind_of_data(cfg.data._target_)
-    accepts = tuple(getattr(get_class(cfg.model._target_), "accepts", ()))
+    accepts = tuple(model_declares(get_class(cfg.model._target_), "accepts"))
     if accepts and data_kind not in accepts:
         fits = ", ".join(data_options_for(accepts)) or "none yet"
         raise UsageError(f"model={model_name} cannot train on data={data_name} ({data_kind.replace('_', ' ')}). "
                          f"Data that fits {model_name}: {fits}.")
-    task_kinds = tuple(getattr(get_class(cfg.task._target_), "kinds", ()))
+    task_kinds = tuple(get_class(cfg.task._target_).kinds)
     if task_kinds and data_kind not in task_kinds:
         handled = ", ".join(k.replace("_", " ") for k in task_kinds)
         raise UsageError(f"task={choices.get('task', cfg.task._target_)} does not handle {data_kind.replace('_', ' ')} "

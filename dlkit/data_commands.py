@@ -10,10 +10,10 @@ from dlkit import runner
 
 def build_datamodule(overrides: list[str], config_dir: str | None):
     """The configured datamodule (its config composed and checked as `dlkit train` checks it); nothing prepared."""
-    from hydra.utils import instantiate
+    from dlkit import build
 
     job = runner.prepare(overrides, config_dir)
-    return instantiate(job.cfg.data, _convert_="all"), job
+    return build.build_datamodule(job.cfg, setup=False), job
 
 
 def prepare(overrides: list[str], config_dir: str | None = None) -> dict[str, Any]:
@@ -23,9 +23,10 @@ def prepare(overrides: list[str], config_dir: str | None = None) -> dict[str, An
 
     datamodule, _ = build_datamodule(overrides, config_dir)
     datamodule.prepare_data()
-    if not hasattr(datamodule, "prepare"):
+    prepared = datamodule.prepare()
+    if prepared is None:
         datamodule.setup("fit")
-        sizes = {name: {"rows": len(getattr(datamodule, f"{name}_set"))} for name in ("train", "val", "test")}
-        return {"folder": None, "size": 0, "built": False, "splits": sizes}
-    store, built = datamodule.prepare()
+        sets = {"train": datamodule.train_set, "val": datamodule.val_set, "test": datamodule.test_set}
+        return {"folder": None, "size": 0, "built": False, "splits": {k: {"rows": len(v)} for k, v in sets.items()}}
+    store, built = prepared
     return {"folder": store.folder, "size": store.size(), "built": built, "splits": summary(store)}

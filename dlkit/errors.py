@@ -18,6 +18,10 @@ class UsageError(DlkitError):
     exit_code = 2
 
 
+class CheckpointWriteError(DlkitError):
+    """A checkpoint could not be written: the disk is full, or the folder cannot be written."""
+
+
 def did_you_mean(value: str, options: Iterable[str]) -> str:
     """' Did you mean X?' for the closest option, or '' when none is close."""
     close = difflib.get_close_matches(str(value), [str(o) for o in options if str(o) != str(value)], n=1,

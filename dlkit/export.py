@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlkit.data.spec import model_declares
 from dlkit.errors import DlkitError, UsageError, did_you_mean
 from dlkit.inference import Loaded
 
@@ -43,13 +44,9 @@ def _length_axis(name: str) -> str:
     return "target" if name.startswith("tgt") else "sequence"
 
 
-# what the outputs of models returning several tensors are called (a model may say so itself: `output_names`)
-OUTPUT_NAMES = {"BertForPreTraining": ("mlm_logits", "nsp_logits")}
-
-
 def output_names(model: nn.Module, outputs: tuple[torch.Tensor, ...]) -> list[str]:
-    """One name per output tensor: the model's own `output_names`, a known model's, else logits / logits_<i>."""
-    declared = getattr(model, "output_names", None) or OUTPUT_NAMES.get(type(model).__name__)
+    """One name per output tensor: the model's own `output_names` (ModelContract), else logits / logits_<i>."""
+    declared = model_declares(model, "output_names")
     if declared and len(declared) == len(outputs):
         return list(declared)
     return ["logits"] if len(outputs) == 1 else [f"logits_{i}" for i in range(len(outputs))]

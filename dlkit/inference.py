@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +10,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dlkit import run_folder
 from dlkit.data.base import DataModule
 from dlkit.errors import DlkitError, UsageError
+from dlkit.runs import checkpoints, records, relocate
 from dlkit.tasks.base import Task
 
 
@@ -28,57 +27,6 @@ class Loaded:
     task: Task
 
 
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
-GIVE = "give a run folder, a run id, latest, or a .ckpt written by dlkit train"
-
-
-def not_a_checkpoint(path: Path, reason: str) -> DlkitError:
-    """The one error for a file that is not a dlkit checkpoint, with the reason in a few words."""
-    return DlkitError(f"{path} is not a dlkit checkpoint ({reason}); {GIVE}.")
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A dlkit checkpoint, loaded with torch's weights_only safety; any other file is refused in one line."""
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist; {GIVE}.")
-    if path.stat().st_size == 0:
-        raise not_a_checkpoint(path, "the file is empty")
-    try:
-        checkpoint = run_folder.torch_load(path)
-    except OSError as err:
-        raise not_a_checkpoint(path, f"cannot read it: {err.strerror or type(err).__name__}") from err
-    except pickle.UnpicklingError as err:
-        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        reason = f"it pickles {unsafe.group(1)}, which torch will not load safely" if unsafe else \
-            "not a file torch can load safely"
-        raise not_a_checkpoint(path, reason) from err
-    except Exception as err:  # noqa: BLE001 - arbitrary bytes make torch's readers fail in many ways
-        raise not_a_checkpoint(path, "not a file torch can load safely") from err
-    if not isinstance(checkpoint, dict):
-        raise not_a_checkpoint(path, f"it holds a {type(checkpoint).__name__}, not a checkpoint")
-    if "dlkit" not in checkpoint or "state_dict" not in checkpoint:
-        lightning = "state_dict" in checkpoint and "pytorch-lightning_version" in checkpoint
-        raise not_a_checkpoint(path, "a Lightning checkpoint without dlkit metadata" if lightning
-                               else "no dlkit metadata")
-    return checkpoint
-
-
-def locate(ref: str, output_dir: str = "outputs") -> tuple[Path | None, Path]:
-    """(run folder or None, checkpoint): any existing file as given (whatever its suffix), else the run's best
-    checkpoint (or last.ckpt)."""
-    path = Path(ref).expanduser()
-    if path.is_file():
-        parent = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return (parent.resolve() if run_folder.is_run_folder(parent) else None), path
-    if path.suffix in CHECKPOINT_SUFFIXES and not path.is_dir():
-        raise UsageError(f"checkpoint {path} does not exist; {GIVE}.")
-    run_dir = run_folder.find_run(ref, output_dir)
-    chosen = run_folder.best_checkpoint(run_dir / "checkpoints")
-    if chosen is None:
-        raise DlkitError(f"{run_dir} has no checkpoint (checkpoints/best-*.ckpt or last.ckpt) to load.")
-    return run_dir, chosen
-
-
 def load(ref: str, overrides: list[str] | None = None, output_dir: str = "outputs",
          for_predict: bool = False) -> Loaded:
     """Rebuild datamodule and task of a run (or lone checkpoint) with its trained weights.
@@ -89,12 +37,13 @@ def load(ref: str, overrides: list[str] | None = None, output_dir: str = "output
     """
     import pytorch_lightning as pl
 
-    from dlkit.training import build_datamodule, build_task
+    from dlkit.build import build_datamodule, build_task
 
-    run_dir, path = locate(ref, output_dir)
-    checkpoint = read_checkpoint(path)
-    cfg = OmegaConf.load(run_dir / run_folder.CONFIG) if run_dir else OmegaConf.create(checkpoint["dlkit"]["config"])
-    world_size = int(run_folder.read_json(run_dir / run_folder.SUMMARY).get("world_size") or 1) if run_dir else 1
+    run_dir, path = checkpoints.locate(ref, output_dir)
+    checkpoint = checkpoints.read_checkpoint(path)
+    saved = OmegaConf.load(run_dir / records.CONFIG) if run_dir else OmegaConf.create(checkpoint["dlkit"]["config"])
+    cfg = relocate.retarget(saved)
+    world_size = int(records.read_json(run_dir / records.SUMMARY).get("world_size") or 1) if run_dir else 1
     limit = cfg.trainer.get("limit_test_batches")
     if world_size > 1 and isinstance(limit, int) and not isinstance(limit, bool):
         # each of the run's processes tested `limit` batches of an interleaved split: together, the first
@@ -121,14 +70,13 @@ def load(ref: str, overrides: list[str] | None = None, output_dir: str = "output
 def restore_datamodule(cfg: DictConfig, meta: dict[str, Any]) -> DataModule | None:
     """The run's datamodule ready to encode inputs, from the state and spec its checkpoint carries (no data
     read, no setup); None for checkpoints written before they carried the state."""
-    from hydra.utils import instantiate
-
+    from dlkit.build import build_datamodule
     from dlkit.data.spec import DataSpec
 
     state = meta.get("data")
     if not isinstance(state, dict) or "spec" not in meta:
         return None
-    datamodule: DataModule = instantiate(cfg.data, _convert_="all")
+    datamodule = build_datamodule(cfg, setup=False)
     datamodule.restore(state, DataSpec.from_dict(meta["spec"]))
     return datamodule
 
@@ -145,18 +93,13 @@ def evaluate(loaded: Loaded, overrides: list[str] | None = None) -> tuple[dict[s
     as trainer.limit_test_batches=null tests everything. A run that logged to W&B gets a W&B run of its own with
     job_type eval (see make_eval_logger); logger.mode=disabled leaves it out.
     """
-    import pytorch_lightning as pl
-
-    from dlkit.tracking.loggers import finish_loggers
-    from dlkit.tracking.wandb_logger import describe, make_eval_logger
+    from dlkit.build import build_eval_trainer
+    from dlkit.loggers.wandb_logger import finish_loggers, make_eval_logger
+    from dlkit.loggers.wandb_runs import describe
 
     folder = output_folder(loaded)
     logger = make_eval_logger(loaded.cfg, folder, loaded.checkpoint, list(overrides or []))
-    settings = loaded.cfg.trainer
-    trainer = pl.Trainer(accelerator=settings.get("accelerator", "auto"), devices=1, logger=logger or False,
-                         enable_checkpointing=False, enable_model_summary=False,
-                         precision=settings.get("precision", "32-true"),
-                         limit_test_batches=settings.get("limit_test_batches"))
+    trainer = build_eval_trainer(loaded.cfg, logger)
     failed = True
     try:
         results = trainer.test(loaded.task, datamodule=loaded.datamodule, verbose=False)
@@ -172,18 +115,21 @@ def predict(loaded: Loaded, inputs: list[str], batch_size: int = 64, **options: 
     """One record per raw input (text line, image path, source sentence), in batches."""
     if not inputs:
         raise UsageError("nothing to predict: give TEXT arguments, --input FILE, or --input - for standard input.")
-    if not hasattr(loaded.datamodule, "encode_inputs") or not hasattr(loaded.task, "predict_batch"):
-        raise DlkitError(f"predict does not support {type(loaded.datamodule).__name__} yet.")
     records: list[dict[str, Any]] = []
     with torch.no_grad():
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start:start + batch_size]
             try:
                 batch = loaded.datamodule.encode_inputs(chunk)
+            except NotImplementedError as err:  # data that does not predict (see DataModule.encode_inputs)
+                raise DlkitError(f"{err}.") from err
             except (ValueError, RuntimeError, OSError) as err:
                 raise DlkitError(f"input does not fit this model's data ({type(err).__name__}: {err})") from err
-            for raw, record in zip(chunk, loaded.task.predict_batch(batch, **options)):
-                records.append({"input": raw, **record})
+            try:
+                predicted = loaded.task.predict_batch(batch, **options)
+            except NotImplementedError as err:  # a task that does not predict (see Task.predict_batch)
+                raise DlkitError(f"{err}.") from err
+            records += [{"input": raw, **record} for raw, record in zip(chunk, predicted)]
     return records
 
 

@@ -1,10 +1,11 @@
 """Run the jobs of a multirun elsewhere: SLURM through submitit (or submitit's local executor to try it).
 
-Each job of the array runs `RemoteJob` in its pre-made run folder. Before its time limit Slurm sends the job
-SIGUSR2 (`launcher.signal_delay_s` ahead, submitit's `--signal`): the training finishes its step, writes last.ckpt
-there, and the job requeues itself (`scontrol requeue`, at most `launcher.max_requeues` times). A job that Slurm
-preempts or requeues gets SIGTERM and saves the same way; Slurm restarts it. A restarted job finds the checkpoint in
-its folder and resumes it: same folder, same W&B run, one more segment in summary.json.
+Each job of the array runs the work it is given (jobs.RemoteJob: a dlkit job in its pre-made run folder). Before its
+time limit Slurm sends the job SIGUSR2 (`launcher.signal_delay_s` ahead, submitit's `--signal`): the training
+finishes its step, writes last.ckpt there, and the job requeues itself (`scontrol requeue`, at most
+`launcher.max_requeues` times). A job that Slurm preempts or requeues gets SIGTERM and saves the same way; Slurm
+restarts it. A restarted job finds the checkpoint in its folder and resumes it: same folder, same W&B run, one more
+segment in summary.json.
 """
 
 from __future__ import annotations
@@ -14,69 +15,23 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from dlkit.errors import DlkitError, Stopped, UsageError, stop_on_signals
+from dlkit.errors import UsageError
 
 # what the multirun records for a job that left the queue without a result
 GONE = "its Slurm job ended without a result (cancelled, or killed: see {log})"
 
 
-@dataclass
-class RemoteJob:
-    """What a submitted job runs: the same prepare + run_job as a local job, in its pre-made folder; resumed from
-    the folder's last.ckpt when the job was requeued."""
-
-    overrides: list[str]
-    run_dir: str
-    config_dir: str | None
-    max_requeues: int = 3
-
-    def __call__(self) -> dict[str, Any]:
-        from dlkit import run_folder, runner
-        from dlkit.distributed import global_rank
-
-        stop_on_signals()  # in place of submitit's handlers: a stop saves the training state first
-        run_dir = Path(self.run_dir)
-        checkpoint = run_dir / "checkpoints" / "last.ckpt"
-        restarted = checkpoint.is_file()
-        job = runner.Job(list(self.overrides), None, {})  # what is reported if even composing fails
-        try:
-            # a requeued job resumes as `dlkit train resume=RUN` does: with the run's own config
-            job = runner.prepare([f"resume={run_dir}"] if restarted and global_rank() == 0 else list(self.overrides),
-                                 self.config_dir)
-            if restarted and global_rank() == 0:
-                runner.resume(job)
-            else:  # a new job, or a rank > 0 of a requeued one: it reads the checkpoint rank 0 resumes from
-                runner.run_job(job, run_dir, ckpt_path=str(checkpoint) if restarted else None)
-        except Stopped as stop:
-            if stop.signal in ("SIGUSR1", "SIGUSR2"):  # the time limit is near
-                if int(os.environ.get("SLURM_RESTART_COUNT", "0")) >= self.max_requeues:
-                    return {"status": job.status, "metrics": job.metrics,
-                            "error": f"{job.error}; not requeued: it was requeued {self.max_requeues} times"}
-                if global_rank() == 0:
-                    saved = "checkpointed and requeued" if stop.checkpointed else "requeued before its first step"
-                    run_folder.mark_requeued(run_dir, f"{stop.reason}: {saved}")
-                    self._requeue()
-            # no result: the waiting side sees the job again once it restarts (Slurm requeues a preempted job
-            # itself), or sees it gone (cancelled)
-            sys.exit(stop.exit_code)
-        except Exception as err:  # noqa: BLE001 - a failure is recorded in the job (and in summary.json once run)
-            job.status = "failed" if job.status in ("pending", "running") else job.status
-            job.error = job.error or (str(err) if isinstance(err, DlkitError) else f"{type(err).__name__}: {err}")
-        return {"status": job.status, "metrics": job.metrics, "error": job.error}
-
-    @staticmethod
-    def _requeue() -> None:
-        """Put this job back in the queue; it restarts in the same folder and resumes from last.ckpt."""
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm ends this step at once: let it exit as it was going to
-        subprocess.run(["scontrol", "requeue", os.environ.get("SLURM_JOB_ID", "")], check=True, timeout=60)
+def requeue() -> None:
+    """Put this Slurm job back in the queue; it restarts in the same folder and resumes from last.ckpt."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm ends this step at once: let it exit as it was going to
+    subprocess.run(["scontrol", "requeue", os.environ.get("SLURM_JOB_ID", "")], check=True, timeout=60)
 
 
 def check(launcher: DictConfig) -> None:
@@ -131,9 +86,10 @@ def _parameters(launcher: DictConfig, trainer: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in parameters.items() if v is not None}
 
 
-def submit(launcher: DictConfig, trainer: DictConfig, jobs: list[tuple[list[str], Path]], root: Path,
-           config_dir: str | None) -> list[dict[str, Any]]:
-    """Submit every (overrides, run folder) as one job array and wait for the results."""
+def submit(launcher: DictConfig, trainer: DictConfig, work: list[Callable[[], dict[str, Any]]],
+           root: Path) -> list[dict[str, Any]]:
+    """Submit every piece of work (a picklable callable that returns the job's {"status", "metrics", "error"}) as one
+    job array and wait for the results."""
     import submitit
 
     check(launcher)
@@ -141,10 +97,8 @@ def submit(launcher: DictConfig, trainer: DictConfig, jobs: list[tuple[list[str]
     executor = submitit.AutoExecutor(folder=str(launcher.get("folder") or root / ".submitit"),
                                      cluster=launcher.get("cluster", "slurm"))
     executor.update_parameters(**_parameters(launcher, trainer))
-    requeues = int(launcher.get("max_requeues", 3))
     with executor.batch():
-        submitted = [executor.submit(RemoteJob(overrides, str(run_dir), config_dir, requeues))
-                     for overrides, run_dir in jobs]
+        submitted = [executor.submit(piece) for piece in work]
     return [_wait(job) for job in submitted]
 
 

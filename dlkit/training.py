@@ -1,4 +1,4 @@
-"""Build the datamodule, task and trainer from a composed config, then fit and test.
+"""Fit and test: the datamodule, task and trainer of a composed config (see build.py), trained and tested.
 
 `train(cfg)` is the one entry the CLI, sweeps and tests share. The config must carry `paths.run_dir`.
 """
@@ -10,83 +10,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from dlkit import redact
-from dlkit.callbacks import EpochSeeder
-from dlkit.checkpointing import AtomicCheckpointIO
-from dlkit.config import construct
+from dlkit.build import build_datamodule, build_task, build_trainer
 from dlkit.data.base import DataModule
-from dlkit.models import build_model
+from dlkit.loggers.wandb_logger import finish_loggers
 from dlkit.tasks.base import Task
-from dlkit.tracking.loggers import build_loggers, finish_loggers
 
 log = logging.getLogger("dlkit")
-
-
-def build_datamodule(cfg: DictConfig) -> DataModule:
-    """The datamodule, prepared and set up so that its spec is known."""
-    datamodule: DataModule = instantiate(cfg.data, _convert_="all")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
-
-
-def build_task(cfg: DictConfig, datamodule: DataModule) -> Task:
-    """The task (LightningModule) around the model sized from the data's spec."""
-    model = build_model(cfg.model, datamodule.spec)
-    model_settings = getattr(model, "inference_settings", None)
-    if cfg.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.get("compile"):
-        model = torch.compile(model)
-    optimizer = instantiate(cfg.optimizer)
-    scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
-    task: Task = construct(cfg.task, model=model, spec=datamodule.spec, optimizer=optimizer, scheduler=scheduler)
-    task.meta["config"] = redact.value(OmegaConf.to_container(cfg, resolve=True))
-    data_state = datamodule.inference_state()
-    if data_state is not None:  # what predict needs from the data (tokenizers, labels, normalisation)
-        task.meta["data"] = data_state
-    if model_settings is not None:  # what rebuilds the model without model.pretrained (BERT)
-        task.meta["model"] = model_settings()
-    task.channels_last = bool(cfg.get("channels_last"))
-    return task
-
-
-def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
-    """A Lightning Trainer from the trainer and precision groups, with callbacks and loggers."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c] + list(extra_callbacks or [])
-    if cfg.get("seed") is not None:
-        callbacks.append(EpochSeeder(int(cfg.seed)))
-    loggers = build_loggers(cfg)
-    if not loggers:  # the learning-rate monitor writes through a logger: with logger=null it has nowhere to write
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
-    kwargs["strategy"] = strategy_with_timeout(kwargs.get("strategy", "auto"), kwargs.pop("ddp_timeout_s", None))
-    return pl.Trainer(
-        **kwargs,
-        callbacks=callbacks,
-        logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=cfg.paths.run_dir,
-        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
-        enable_model_summary=any(isinstance(c, ModelSummary) for c in callbacks),
-        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
-    )
-
-
-def strategy_with_timeout(strategy: Any, timeout_s: float | None) -> Any:
-    """`ddp` / `fsdp` as Lightning strategies whose collectives give up after timeout_s seconds (a rank that died
-    or hangs then stops the others instead of holding them for Lightning's default 30 minutes); else as given."""
-    if timeout_s is None or not isinstance(strategy, str) or strategy not in ("ddp", "fsdp"):
-        return strategy
-    from datetime import timedelta
-
-    from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
-
-    return (DDPStrategy if strategy == "ddp" else FSDPStrategy)(timeout=timedelta(seconds=float(timeout_s)))
 
 
 def train(cfg: DictConfig, ckpt_path: str | None = None,
@@ -148,8 +80,3 @@ def _floats(values: dict[str, Any]) -> dict[str, float]:
 
 def _scalar(value: Any) -> bool:
     return isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)
-
-
-def task_class(cfg: DictConfig) -> type[Task]:
-    """The task class the config names (imports it; no objects are built)."""
-    return get_class(cfg.task._target_)

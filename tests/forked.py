@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 
 # imported once by the server; a forked process finds them loaded
-PRELOAD = ["dlkit.cli", "dlkit.runner", "dlkit.training", "dlkit.checks", "dlkit.inference", "dlkit.sweeps.study"]
+PRELOAD = ["dlkit.cli", "dlkit.runner", "dlkit.build", "dlkit.training", "dlkit.checks", "dlkit.inference",
+           "dlkit.sweeps.study"]
 _context = None
 
 

@@ -87,7 +87,10 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
 SwitchType=switch/none
-SchedulerType=sched/backfill
+# the main scheduler alone, every 2 s: a job requeued near its one-minute limit that backfill started got its
+# --signal warning at once (Slurm sends it up to 60 s early), before Python could handle it
+SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 PropagateResourceLimits=NONE

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlkit.models.bert import load_hf_pretraining
+from dlkit.interop.hf_bert import load_hf_pretraining
+
+
+def _from_pretrained(name: str, ref, num_classes: int | None = None):
+    """dlkit's BERT module `name` with model.pretrained=ref, built as a run builds it."""
+    from dlkit.build import build_model
+    from dlkit.data.spec import DataSpec
+
+    spec = DataSpec(kind="text_classification", num_classes=num_classes, vocab_size=0)
+    return build_model({"_target_": f"dlkit.models.bert.{name}", "pretrained": str(ref)}, spec)[0]
 
 
 @pytest.mark.parametrize("weights", ["safetensors", "bin"])
@@ -95,7 +104,7 @@ def _pairs_of(documents: list[list[str]], seed: int = 0):
     import numpy as np
 
     from dlkit.data.corpus import SentencePairs
-    from dlkit.data.store import Ragged
+    from dlkit.data.ragged import Ragged
 
     sentences = [s for d in documents for s in d]
     number = np.repeat(np.arange(len(documents)), [len(d) for d in documents])
@@ -176,12 +185,12 @@ def test_pretraining_lowers_the_mlm_and_nsp_losses_then_fills_masks(pretrained_r
 def test_fine_tuning_starts_from_a_pretraining_run(pretrained_run, tmp_path):
     from conftest import run_cli
 
-    from dlkit.models.bert import BertClassifier, dlkit_checkpoint
+    from dlkit.runs.checkpoints import dlkit_checkpoint
 
     tuned = run_cli("train", "model=bert_tiny", f"model.pretrained={pretrained_run}", "trainer.max_epochs=1",
                     "logger=csv", "callbacks=minimal", "data.num_examples=500", cwd=tmp_path)
     assert tuned.returncode == 0, tuned.stderr[-3000:]
-    encoder = BertClassifier(0, 2, pretrained=str(pretrained_run)).bert
+    encoder = _from_pretrained("BertClassifier", pretrained_run, 2).bert
     state = dlkit_checkpoint(pretrained_run)["state_dict"]
     assert torch.equal(encoder.embeddings.word_embeddings.weight, state["model.bert.embeddings.word_embeddings.weight"])
 
@@ -263,7 +272,7 @@ def test_a_hub_name_loads_from_the_hugging_face_cache(tmp_path, monkeypatch):
     import transformers
 
     from dlkit.errors import DlkitError, UsageError
-    from dlkit.models.bert import hf_folder
+    from dlkit.interop.hf_bert import hf_folder
 
     config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=32, max_position_embeddings=32)
@@ -341,8 +350,6 @@ def test_sequence_classification_folders_load_with_their_head_when_the_labels_ma
 
     import transformers
 
-    from dlkit.models.bert import BertClassifier
-
     ids = torch.randint(5, 64, (2, 9))
     mask = torch.ones_like(ids)
     for labels in (2, 3):
@@ -350,7 +357,7 @@ def test_sequence_classification_folders_load_with_their_head_when_the_labels_ma
         theirs = transformers.BertForSequenceClassification.from_pretrained(folder).eval()
         with caplog.at_level(logging.INFO, logger="dlkit"):
             caplog.clear()
-            ours = BertClassifier(64, 2, pretrained=str(folder)).eval()
+            ours = _from_pretrained("BertClassifier", folder, 2).eval()
         with torch.no_grad():
             expected = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             hidden, _ = ours.bert(ids, mask)
@@ -367,14 +374,15 @@ def test_sequence_classification_folders_load_with_their_head_when_the_labels_ma
 
 def test_do_lower_case_is_read_from_tokenizer_config(tmp_path):
     from dlkit.data.tokenizers import load_tokenizer
-    from dlkit.models.bert import BertClassifier, pretrained_settings
+    from dlkit.interop.hf_bert import pin_pretrained
+    from dlkit.models.bert import BertClassifier
 
     cased = _tiny_hf(tmp_path / "cased", tokenizer_config={"do_lower_case": False})
     plain = _tiny_hf(tmp_path / "plain")
-    settings = pretrained_settings({"pretrained": str(cased)})
+    settings = pin_pretrained({"pretrained": str(cased)}, tmp_path, None)
     assert settings["tokenizer"] == {"path": str(cased), "lowercase": False}
-    assert pretrained_settings({"pretrained": str(plain)})["tokenizer"]["lowercase"] is True  # BertTokenizer's default
-    assert BertClassifier.data_settings({"pretrained": str(cased)})["add_special_tokens"] is True
+    assert pin_pretrained({"pretrained": str(plain)}, tmp_path, None)["tokenizer"]["lowercase"] is True  # as HF's
+    assert BertClassifier.data_settings == {"add_special_tokens": True}
     hello = load_tokenizer(cased, lowercase=settings["tokenizer"]["lowercase"]).encode("Hello").tokens
     assert hello == ["Hello"]
     assert load_tokenizer(plain, lowercase=True).encode("Hello").tokens == ["[UNK]"]
@@ -414,8 +422,7 @@ def test_pretraining_continues_from_a_hugging_face_folder_then_from_a_run_id_or_
 def test_the_best_checkpoint_is_the_best_scored_not_the_last_by_name(tmp_path):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from dlkit.models.bert import dlkit_checkpoint
-    from dlkit.run_folder import best_checkpoint
+    from dlkit.runs.checkpoints import best_checkpoint, dlkit_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()

@@ -173,10 +173,10 @@ def test_verbose_shows_the_traceback(tmp_path, where):
 
 @pytest.mark.slow
 def test_same_seed_same_metrics_and_seed_zero_counts(tmp_path):
-    from dlkit import runner
+    from dlkit import jobs
 
     def metrics(seed: str) -> dict:
-        [job] = runner.train([*QUICK, f"seed={seed}", "paths.output_dir=" + str(tmp_path / "outputs")])
+        [job] = jobs.train([*QUICK, f"seed={seed}", "paths.output_dir=" + str(tmp_path / "outputs")])
         return {k: v for k, v in job.metrics.items() if k.startswith(("val/", "test/"))}
 
     first, second, other = metrics("0"), metrics("0"), metrics("1")
@@ -195,7 +195,7 @@ def test_shell_completion_offers_groups_and_options(tmp_path):
 
 
 def test_run_folders_started_in_the_same_second_never_collide(tmp_path):
-    from dlkit.run_folder import new_folder
+    from dlkit.runs.records import new_folder
 
     folders = {new_folder(tmp_path) for _ in range(50)}
     assert len(folders) == 50 and all(f.is_dir() for f in folders)
@@ -237,13 +237,13 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     ["debug=fast_dev_run"], ["debug=overfit", "trainer.max_epochs=3"],
 ])
 def test_schedulers_optimizers_and_switches_train(tmp_path, overrides):
-    from dlkit import runner
+    from dlkit import jobs
 
     schedule = overrides[0].startswith("scheduler=")
     base = [o if o != "callbacks=minimal" or not schedule else "callbacks=default" for o in QUICK]
     extra = ["callbacks.lr_monitor.logging_interval=step", "~callbacks.progress_bar",
              "trainer.log_every_n_steps=1"] if schedule else []
-    [job] = runner.train([*base, *extra, f"paths.output_dir={tmp_path}", *overrides])
+    [job] = jobs.train([*base, *extra, f"paths.output_dir={tmp_path}", *overrides])
     assert job.status == "finished"
     assert job.metrics["test/loss"] == job.metrics["test/loss"]  # finite, not NaN
     if schedule:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import QUICK, dlkit_bin, run_cli, run_folders, run_main, summary
 
-from dlkit.data.store import Ragged, clip_rows, frame_rows, open_store, pad_rows
+from dlkit.data.ragged import Ragged, clip_rows, frame_rows, pad_rows
+from dlkit.data.store import open_store
 from dlkit.data.store import summary as store_summary
 from dlkit.data.text import TextFilesDataModule
 

@@ -7,7 +7,7 @@ from omegaconf import open_dict
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from dlkit import runner
-from dlkit.training import build_datamodule, build_task, build_trainer
+from dlkit.build import build_datamodule, build_task, build_trainer
 
 
 def _built(tmp_path, *overrides: str):
@@ -68,7 +68,7 @@ def test_text_batches_equal_row_by_row_padding():
 
     import numpy as np
 
-    from dlkit.data.store import Ragged
+    from dlkit.data.ragged import Ragged
 
     rng = random.Random(0)
     for pairs in (False, True):

@@ -65,7 +65,7 @@ def test_resume_refuses_other_configs_and_missing_checkpoints(tmp_path):
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
-    from dlkit.checkpointing import AtomicCheckpointIO
+    from dlkit.runs.checkpoint_io import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"

@@ -98,13 +98,13 @@ def test_multirun_output_keeps_bracketed_overrides(workspace):
 def test_print_jobs_escapes_overrides_and_errors():
     from omegaconf import OmegaConf
 
-    from dlkit import runner
+    from dlkit import jobs, runner
 
     cfg = OmegaConf.create({"name": "mlp-digits", "optimized_metric": "val/acc"})
-    jobs = [runner.Job(["tags=[a]"], cfg, {}, status="finished", metrics={"optimized_metric": 0.5}),
+    done = [runner.Job(["tags=[a]"], cfg, {}, status="finished", metrics={"optimized_metric": 0.5}),
             runner.Job(["logger=[csv]"], cfg, {}, status="failed", error="bad [value]")]
-    with runner.console.capture() as captured:
-        runner.print_jobs(jobs, Path("outputs/multirun/[x]"))
+    with jobs.console.capture() as captured:
+        jobs.print_jobs(done, Path("outputs/multirun/[x]"))
     printed = captured.get()
     assert "tags=[a]" in printed and "logger=[csv]" in printed and "bad [value]" in printed
     assert "multirun/[x]" in printed

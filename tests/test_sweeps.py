@@ -360,7 +360,7 @@ def test_a_trials_process_is_alive_or_gone():
     from datetime import datetime, timedelta
 
     from dlkit.sweeps.report import duration_text
-    from dlkit.sweeps.study import process_alive, this_process
+    from dlkit.sweeps.storage import process_alive, this_process
 
     class Trial:
         def __init__(self, process: str, started: datetime) -> None:
@@ -381,7 +381,7 @@ _CLAIMING = """
 import random, sys, time
 from pathlib import Path
 import optuna
-from dlkit.sweeps import study as studies
+from dlkit.sweeps import storage as studies
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 folder = Path(sys.argv[1])
 study = optuna.load_study(study_name="claims", storage=studies.storage_of(f"sqlite:///{folder / 'study.db'}"))

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from dlkit.data.base import BucketSampler
+from dlkit.data.hf_text import HFTextDataModule
 from dlkit.data.tables import read_columns
-from dlkit.data.text import HFTextDataModule, SyntheticSentimentDataModule, TextFilesDataModule, synthetic_review
+from dlkit.data.text import SyntheticSentimentDataModule, TextFilesDataModule, synthetic_review
 from dlkit.errors import DlkitError, UsageError
 
 

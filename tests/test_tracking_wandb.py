@@ -162,7 +162,7 @@ def test_api_key_without_a_reachable_server_runs_offline_quickly_and_never_reach
 
 
 def test_reachable_answers_within_its_timeout():
-    from dlkit.tracking.wandb_logger import reachable
+    from dlkit.loggers.wandb_runs import reachable
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -190,9 +190,9 @@ def test_logger_mode_disabled_switches_wandb_off(tmp_path):
 def test_logger_mode_builds_only_the_csv_logger(tmp_path, monkeypatch, overrides):
     from omegaconf import open_dict
 
+    from dlkit.build import build_loggers
     from dlkit.config import compose
-    from dlkit.tracking.csv_logger import RunCSVLogger
-    from dlkit.tracking.loggers import build_loggers
+    from dlkit.loggers.csv_logger import RunCSVLogger
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = compose(overrides)
@@ -205,7 +205,7 @@ def test_logger_mode_builds_only_the_csv_logger(tmp_path, monkeypatch, overrides
 def test_bad_logger_mode_names_the_key_it_was_set_with(monkeypatch):
     from dlkit.config import compose
     from dlkit.errors import UsageError
-    from dlkit.tracking.wandb_logger import _mode_setting, choose_mode
+    from dlkit.loggers.wandb_runs import _mode_setting, choose_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     with pytest.raises(UsageError, match=r"^logger\.mode='ofline': choose auto, online, offline or disabled\. Did "):
@@ -216,7 +216,7 @@ def test_bad_logger_mode_names_the_key_it_was_set_with(monkeypatch):
 
 
 def test_run_url_only_for_an_online_run():
-    from dlkit.tracking.wandb_logger import run_url
+    from dlkit.loggers.wandb_runs import run_url
 
     online = SimpleNamespace(offline=False, disabled=False, url="https://wandb.ai/me/dlkit/runs/abc12345")
     assert run_url(online) == "https://wandb.ai/me/dlkit/runs/abc12345"
@@ -226,7 +226,7 @@ def test_run_url_only_for_an_online_run():
 
 
 def test_wandb_summary_records_the_url_and_syncs_every_offline_segment(tmp_path):
-    from dlkit.tracking.wandb_logger import remember_url, wandb_summary
+    from dlkit.loggers.wandb_runs import remember_url, wandb_summary
 
     (tmp_path / "wandb_id").write_text("abc12345\n")
     first = tmp_path / "wandb" / "offline-run-20261124_090000-abc12345"
@@ -270,7 +270,7 @@ def test_tensorboard_keeps_metrics_csv_with_the_gradient_norm(tmp_path):
     header = (run / "metrics.csv").read_text().splitlines()[0]  # csv is part of every logger option
     assert "train/grad_norm" in header
     assert not (run / "wandb").exists()
-    from dlkit.tracking.runs import Run
+    from dlkit.runs.query import Run
 
     assert Run.load(run).curve("val/loss")  # what `dlkit runs compare --plot` draws
 

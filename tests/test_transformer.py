@@ -213,8 +213,8 @@ def test_cased_tokenizer_keeps_umlauts_and_bleu_uses_the_raw_references(tmp_path
 def test_data_longer_than_the_position_table_is_refused_before_training(tmp_path):
     from omegaconf import OmegaConf
 
+    from dlkit.build import build_model
     from dlkit.errors import UsageError
-    from dlkit.models import build_model
 
     dm = SyntheticReverseDataModule(num_examples=40, max_length=300, cache_dir=str(tmp_path))
     dm.setup()
@@ -223,7 +223,7 @@ def test_data_longer_than_the_position_table_is_refused_before_training(tmp_path
     with pytest.raises(UsageError, match=r"data.max_length=300 needs model.max_length >= 302"):
         build_model(cfg, dm.spec)
     cfg.max_length = 302
-    assert build_model(cfg, dm.spec).max_length == 302
+    assert build_model(cfg, dm.spec)[0].max_length == 302
 
 
 def test_transformer_base_trains_with_the_papers_optimizer_and_schedule():

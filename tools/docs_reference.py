@@ -4,8 +4,8 @@ Every group, option and key is listed with its default. Descriptions are the com
 first comment line of a file describes the option, and the comment lines directly above a key (or after it
 on the same line) describe the key. A key without a comment is described by what it is passed to.
 
-    python -m dlkit.docs_reference            # write docs/reference/config.md
-    python -m dlkit.docs_reference --check    # exit 1 when that file does not match conf/
+    python tools/docs_reference.py            # write docs/reference/config.md
+    python tools/docs_reference.py --check    # exit 1 when that file does not match conf/
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 OUTPUT = ROOT / "docs" / "reference" / "config.md"
-COMMAND = "python -m dlkit.docs_reference"
+COMMAND = "python tools/docs_reference.py"
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_][\w.\-/@]*):(?: +(?P<rest>.*))?$")
 
 

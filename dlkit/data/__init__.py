@@ -1,5 +1,1 @@
-"""LightningDataModules. Each states what it produces in a DataSpec; models are sized from it."""
-
-from dlkit.data.spec import DataSpec, Kind
-
-__all__ = ["DataSpec", "Kind"]
+"""LightningDataModules. Each states what it produces in a DataSpec (spec.py); models are sized from it."""

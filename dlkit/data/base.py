@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Subset, default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
 
 from dlkit.data.spec import DataSpec
+
+if TYPE_CHECKING:
+    from dlkit.data.store import Store
 
 
 def loader_kwargs(num_workers: int | None, pin_memory: bool | None) -> dict:
@@ -55,11 +58,6 @@ def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[list[
     """The indices of each part of split_assignment, in order."""
     parts = split_assignment(n, fractions, seed)
     return [np.flatnonzero(parts == part).tolist() for part in range(len(fractions))]
-
-
-def split(dataset: Dataset, fractions: tuple[float, ...], seed: int) -> list[Dataset]:
-    """Split a dataset into Subsets of the given fractions, reproducibly."""
-    return [Subset(dataset, part) for part in split_indices(len(dataset), fractions, seed)]
 
 
 # indices handed out per step of a sampler's iteration (a permutation is turned into Python ints this many at a time)
@@ -177,9 +175,15 @@ class ResumableLoader(DataLoader):
 
 
 class DataModule(pl.LightningDataModule):
-    """A LightningDataModule that states its kind and, after setup, its DataSpec."""
+    """A LightningDataModule that states its kind and, after setup, its DataSpec.
 
-    kind: str = ""
+    What dlkit asks of a datamodule beyond Lightning's hooks, all declared here: `kind` (the DataSpec kind it
+    produces); `prepare()`, its token store built ahead of training; `inference_state()` / `restore()`, what
+    predict needs carried in the checkpoint; `encode_inputs()`, raw inputs as a batch; `references()`, the texts a
+    split's predictions are scored against.
+    """
+
+    kind: ClassVar[str] = ""
 
     def __init__(self, batch_size: int = 64, num_workers: int | None = 0, pin_memory: bool | None = None) -> None:
         super().__init__()
@@ -208,6 +212,19 @@ class DataModule(pl.LightningDataModule):
     def restore(self, state: dict[str, Any], spec: DataSpec) -> None:
         """Become ready to encode inputs from inference_state() and the spec, without reading any data."""
         raise NotImplementedError(f"{type(self).__name__} cannot be restored without its data")
+
+    def prepare(self) -> tuple[Store, bool] | None:
+        """The token store of this data, built now if needed: (store, whether it was built now); None for data that
+        keeps no store (images)."""
+        return None
+
+    def encode_inputs(self, raw: list[str]) -> Any:
+        """A batch of model inputs for raw inputs (texts, image paths), as `dlkit predict` feeds them."""
+        raise NotImplementedError(f"predict does not support {type(self).__name__} yet")
+
+    def references(self, stage: str) -> Sequence[str] | None:
+        """The texts a split's generated outputs are scored against, as written (seq2seq); None: none kept."""
+        return None
 
     def _loader(self, dataset: Dataset | None, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         """A loader of the dataset: for training (shuffle) resumable, in an order EpochShuffle draws from the seed

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from dlkit.data.base import Batch, DataModule, EpochShuffle, split_assignment
 from dlkit.data.progress import preparing
+from dlkit.data.ragged import Ragged, pad_rows
 from dlkit.data.spec import DataSpec
-from dlkit.data.store import Ragged, Store, StoreWriter, pad_rows, prepared
+from dlkit.data.store import Store, StoreWriter, prepared
 from dlkit.data.tokenizers import encode_rows, fingerprint, frame, load_tokenizer, special_ids, train_tokenizer
 from dlkit.errors import UsageError
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from torch.utils.data import Dataset
 
 from dlkit.data.base import BatchDict, DataModule, split_assignment
 from dlkit.data.progress import preparing
+from dlkit.data.ragged import Ragged, Strings, clip_rows, frame_rows, pad_rows
 from dlkit.data.spec import DataSpec
-from dlkit.data.store import Ragged, Store, StoreWriter, Strings, clip_rows, frame_rows, pad_rows, prepared
+from dlkit.data.store import Store, StoreWriter, prepared
 from dlkit.data.tables import chunks_of
 from dlkit.data.tokenizers import encode_rows, fingerprint, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
@@ -198,6 +199,11 @@ class Seq2SeqDataModule(DataModule):
                         writer.strings(split, "raw", [targets[i] for i in chosen.tolist()])
                 start += len(sources)
                 progress.advance(len(sources), written=int(src.offsets[-1] + tgt.offsets[-1]) * 4)
+
+    def references(self, stage: str) -> Sequence[str] | None:
+        """The target sentences of a split as written (BLEU is scored against them, not against decoded ids)."""
+        rows = {"train": self.train_set, "val": self.val_set, "test": self.test_set}.get(stage)
+        return rows.raw_targets if rows is not None else None
 
     # -- prediction ------------------------------------------------------------------------------------
     def inference_state(self) -> dict[str, Any] | None:

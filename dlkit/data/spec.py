@@ -1,12 +1,10 @@
-"""What a datamodule produces: the contract between data, models and tasks."""
+"""The contracts between data, models and tasks: what a datamodule produces (DataSpec) and what dlkit reads from a
+model class besides its constructor and forward (ModelContract)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
-
-Kind = Literal["image_classification", "text_classification", "seq2seq", "masked_lm"]
-KINDS: tuple[str, ...] = ("image_classification", "text_classification", "seq2seq", "masked_lm")
+from typing import Any, ClassVar, Protocol
 
 
 @dataclass
@@ -46,3 +44,30 @@ class DataSpec:
         if known.get("input_shape") is not None:
             known["input_shape"] = tuple(known["input_shape"])
         return cls(**known)
+
+
+class ModelContract(Protocol):
+    """What dlkit reads from a model class (a plain nn.Module) besides its constructor and forward; each is an
+    optional class attribute, read with model_declares().
+
+    accepts:       the data kinds it trains on (DataSpec.kind); empty: any. A mismatch is refused before any work.
+    data_settings: settings merged into the data config (BERT: {"add_special_tokens": True}, [CLS] ... [SEP]).
+    output_names:  the names of the tensors forward returns, for exports (default logits, logits_<i>).
+
+    The constructor takes the DataSpec fields it names (num_classes, input_shape, vocab_size, pad_id, ...) and
+    `spec` for the whole spec.
+    """
+
+    accepts: ClassVar[tuple[str, ...]]
+    data_settings: ClassVar[dict[str, Any]]
+    output_names: ClassVar[tuple[str, ...]]
+
+
+MODEL_DEFAULTS: dict[str, Any] = {"accepts": (), "data_settings": {}, "output_names": ()}
+
+
+def model_declares(model: Any, name: str) -> Any:
+    """What a model class (or instance) declares as `name` of ModelContract, or the default when it does not."""
+    if name not in MODEL_DEFAULTS:
+        raise KeyError(f"{name!r} is not part of ModelContract ({', '.join(MODEL_DEFAULTS)})")
+    return getattr(model, name, MODEL_DEFAULTS[name])

@@ -22,12 +22,12 @@ def run_and_report(overrides: list[str], config_dir: str | None = None) -> Path:
 
 def show(sweep: str, output_dir: str = "outputs") -> None:
     """Print the report of a sweep (a folder, a study name or `latest`) and write its plots."""
-    from dlkit.sweeps import study as studies
-    from dlkit.tracking import tables
+    from dlkit import ui
+    from dlkit.sweeps import storage
 
-    study, folder, info = studies.load(sweep, output_dir)
+    study, folder, info = storage.load(sweep, output_dir)
     header, rows, best_row = trials_table(study)
-    tables.render(header, rows, title=f"Study {info['study']} ({info['direction']} {info['metric']}): {folder}",
+    ui.render_table(header, rows, title=f"Study {info['study']} ({info['direction']} {info['metric']}): {folder}",
                   highlight=best_row)
     try:
         best = study.best_trial
@@ -36,10 +36,10 @@ def show(sweep: str, output_dir: str = "outputs") -> None:
         return
     print(f"Best: trial {best.number}, {info['metric']} = {best.value:.4f}, {params_text(best.params)}")
     print(f"Reproduce: {best.user_attrs.get('command', '')}")
-    ranked = studies.importances(study)
+    ranked = importances(study)
     if ranked:
         print("Importance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items()))
-    for path in studies.plots(study, folder):
+    for path in plots(study, folder):
         print(f"Plot: {path}")
 
 
@@ -51,7 +51,7 @@ def trials_table(study) -> tuple[list[str], list[list[Any]], int | None]:
     """
     from optuna.trial import TrialState
 
-    from dlkit.sweeps.study import process_alive
+    from dlkit.sweeps.storage import process_alive
 
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params})
@@ -121,3 +121,46 @@ def _shown_path(path: str) -> str:
     except ValueError:  # another drive
         return path
     return path if relative.startswith("..") else relative
+
+
+def plots(study, sweep_dir: Path) -> list[Path]:
+    """Optimization history and parallel coordinates, as PNG (matplotlib) and as interactive HTML (plotly;
+    the HTML files share one plotly.min.js written beside them, so they open without a network)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna import visualization
+    from optuna.visualization import matplotlib as views
+
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in ("optimization_history", "parallel_coordinate"):
+            try:
+                axis = getattr(views, f"plot_{name}")(study)
+            except (ValueError, RuntimeError):
+                continue
+            figure = axis.figure if hasattr(axis, "figure") else axis.flat[0].figure
+            figure.set_size_inches(9, 5)
+            figure.tight_layout()
+            figure.savefig(sweep_dir / f"{name}.png", dpi=110)
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+            written.append(sweep_dir / f"{name}.png")
+            getattr(visualization, f"plot_{name}")(study).write_html(
+                str(sweep_dir / f"{name}.html"), include_plotlyjs="directory")
+            written.append(sweep_dir / f"{name}.html")
+    return written
+
+
+def importances(study) -> dict[str, float]:
+    """Parameter importances (fANOVA), when at least two trials completed."""
+    import optuna
+
+    try:
+        return optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return {}

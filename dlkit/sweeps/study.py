@@ -18,30 +18,27 @@ How the processes of one sweep share the work:
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import json
 import math
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dlkit import run_folder, runner, ui
+from dlkit import runner, ui
 from dlkit.config import metric_mode
 from dlkit.errors import Stopped, UsageError
+from dlkit.runs import records
+from dlkit.sweeps import storage
 from dlkit.sweeps.space import as_override, check_space, grid, parse_space, suggest
 
 WORKER_ENV = "DLKIT_SWEEP_WORKER"
 _MISSING = object()
-SWEEP_FILE = "sweep.json"
-LOCK_FILE = ".claim.lock"
 GO = "go"
 
 
@@ -67,19 +64,6 @@ def worker_command(overrides: list[str], config_dir: str | None) -> list[str]:
     """The command of a worker process: the same `dlkit sweep`, through `python -m dlkit`."""
     options = ["--config-dir", str(config_dir)] if config_dir else []
     return [sys.executable, "-m", "dlkit", "sweep", *options, "--", *overrides]
-
-
-def this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def storage_of(url: str) -> Any:
-    """Optuna storage for a URL; SQLite waits for its lock (parallel workers write at once) instead of failing."""
-    import optuna
-
-    if url.startswith("sqlite:"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return url
 
 
 def settings(overrides: list[str], config_dir: str | None) -> tuple[DictConfig, dict[str, str], str]:
@@ -194,123 +178,15 @@ def open_study(cfg: DictConfig, name: str, sweep_dir: Path, worker: int = 0):
     search = cfg.hparams_search
     space = parse_space(OmegaConf.to_container(search.params, resolve=True))
     direction = search.get("direction") or ("minimize" if metric_mode(cfg.optimized_metric) == "min" else "maximize")
-    storage = search.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
+    url = search.get("storage") or f"sqlite:///{sweep_dir / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _database_lock(search.get("storage"), "create"):  # machines starting at once would race to make tables
-        study = optuna.create_study(study_name=name, storage=storage_of(storage), pruner=_pruner(search),
+    # machines starting at once would race to make the tables
+    with storage.database_lock(search.get("storage"), "create"):
+        study = optuna.create_study(study_name=name, storage=storage.storage_of(url), pruner=_pruner(search),
                                     direction=direction, load_if_exists=True)
     study.sampler = _sampler(search, space, len(study.get_trials(deepcopy=False)), worker,
                              shared=bool(search.get("storage")))
-    return study, space, storage
-
-
-@contextlib.contextmanager
-def claim_lock(sweep_dir: Path, storage: str | None = None, study: str = "") -> Iterator[None]:
-    """Serialise claiming trials: between the processes of this machine (a lock file in the sweep folder) and, on a
-    PostgreSQL storage that other machines share, between machines (an advisory lock of the database, held for
-    the claim only and released by the server if this process dies)."""
-    with _file_lock(sweep_dir), _database_lock(storage, study):
-        yield
-
-
-@contextlib.contextmanager
-def _file_lock(sweep_dir: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; processes may then overshoot n_trials by one now and then
-        yield
-        return
-    with open(sweep_dir / LOCK_FILE, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _database_lock(storage: str | None, study: str) -> Iterator[None]:
-    if not storage or not storage.startswith("postgresql"):
-        yield
-        return
-    import sqlalchemy
-
-    key = int.from_bytes(hashlib.sha256(f"dlkit claim {study}".encode()).digest()[:8], "little", signed=True)
-    with _engine(storage).connect() as connection:
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-        try:
-            yield
-        finally:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-
-
-@functools.cache
-def _engine(url: str) -> Any:
-    import sqlalchemy
-
-    return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-
-
-def process_alive(trial: Any) -> bool | None:
-    """Whether the process that runs a trial (its `process` attribute, host:pid) still lives.
-
-    None when that cannot be told: another host, or no process recorded. A pid in use by a process that
-    started after the trial did is another process (the pid was reused): the trial's is gone.
-    """
-    host, _, pid = str(trial.user_attrs.get("process", "")).rpartition(":")
-    if not host or not pid.isdigit():
-        return None
-    started = trial.datetime_start.timestamp() if trial.datetime_start is not None else None
-    return run_folder.process_alive(int(pid), host, started_by=started)
-
-
-def _requeue(study, trial_id: int, number: int, params: dict[str, Any]) -> None:
-    """Mark a trial failed (interrupted) and queue its very parameters again (a retry). A trial stopped before
-    it had parameters is not retried: it did not count, so a new trial takes its place anyway."""
-    from optuna.trial import TrialState
-
-    study._storage.set_trial_user_attr(trial_id, "interrupted", True)
-    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    if params:
-        study.enqueue_trial(params, user_attrs={"retry_of": number}, skip_if_exists=False)
-
-
-def recover_interrupted(study) -> int:
-    """Trials left RUNNING by a process that is gone: mark them failed (interrupted) and queue their
-    parameters again. A trial whose process still runs on this machine is left alone."""
-    from optuna.trial import TrialState
-
-    recovered = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if process_alive(trial):
-            continue
-        _requeue(study, trial._trial_id, trial.number, trial.params)
-        recovered += 1
-    return recovered
-
-
-def _counts(trial: Any, with_unfinished: bool) -> bool:
-    from optuna.trial import TrialState
-
-    if trial.state == TrialState.FAIL:
-        return not trial.user_attrs.get("interrupted")
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    return trial.state in (*finished, TrialState.RUNNING, TrialState.WAITING) if with_unfinished \
-        else trial.state in finished
-
-
-def counted(study) -> int:
-    """Trials that count towards n_trials: complete, pruned, or failed by themselves (not interrupted)."""
-    return sum(_counts(t, with_unfinished=False) for t in study.get_trials(deepcopy=False))
-
-
-def planned(study) -> int:
-    """Trials counted, running, or queued: once these reach n_trials, no process claims another.
-
-    One read of the study: counting finished and running trials in two reads would miss a trial that
-    another process finishes in between, and claim one trial too many.
-    """
-    return sum(_counts(t, with_unfinished=True) for t in study.get_trials(deepcopy=False))
+    return study, space, url
 
 
 class TrialFailed(Exception):
@@ -345,15 +221,15 @@ def run(overrides: list[str], config_dir: str | None = None) -> Path:
         search = cfg.hparams_search
         sweep_dir = sweep_dir_of(cfg, name)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        study, space, storage = open_study(cfg, name, sweep_dir)
-        with claim_lock(sweep_dir, search.get("storage"), name):
-            recovered = recover_interrupted(study) if search.get("recover_interrupted", True) else 0
+        study, space, url = open_study(cfg, name, sweep_dir)
+        with storage.claim_lock(sweep_dir, search.get("storage"), name):
+            recovered = storage.recover_interrupted(study) if search.get("recover_interrupted", True) else 0
         if recovered:
             ui.console.print(f"Continuing study {name}: {recovered} interrupted trial(s) queued again.")
-        run_folder.write_json(sweep_dir / SWEEP_FILE, {
-            "study": name, "storage": storage, "overrides": overrides, "metric": cfg.optimized_metric,
+        records.write_json(sweep_dir / storage.SWEEP_FILE, {
+            "study": name, "storage": url, "overrides": overrides, "metric": cfg.optimized_metric,
             "direction": study.direction.name.lower()})
-        if planned(study) < int(search.n_trials):
+        if storage.planned(study) < int(search.n_trials):
             for process in workers:
                 _tell_worker(process, GO)
             told = True
@@ -383,7 +259,7 @@ def _work(overrides: list[str], config_dir: str | None) -> Path | None:
     study, then claim trials once it says the study is ready."""
     import optuna  # noqa: F401 - the slow imports, done while the main process prepares
 
-    import dlkit.sweeps.callbacks  # noqa: F401
+    import dlkit.callbacks  # noqa: F401
     import dlkit.training  # noqa: F401
 
     try:
@@ -411,23 +287,9 @@ def _optimize(study, space: dict[str, Any], cfg: DictConfig, overrides: list[str
     reproduce = reproduce or ["dlkit", "train", *train_overrides(overrides, config_dir)]
     started = time.monotonic()
     while timeout is None or time.monotonic() - started < float(timeout):
-        trial = claim(study, sweep_dir, n_trials, search.get("storage"))
+        trial = storage.claim(study, sweep_dir, n_trials, search.get("storage"))
         if trial is None or not _run_trial(study, trial, space, cfg, overrides, config_dir, sweep_dir, reproduce):
             return
-
-
-def claim(study, sweep_dir: Path, n_trials: int, storage: str | None = None):
-    """A new trial for this process (a queued retry first), or None once the study has n_trials planned.
-
-    Under the claim lock, so that two processes (of this machine, or of any on a shared PostgreSQL) never both take
-    the last place.
-    """
-    with claim_lock(sweep_dir, storage, study.study_name):
-        if planned(study) >= n_trials:
-            return None
-        trial = study.ask()
-        trial.set_user_attr("process", this_process())
-        return trial
 
 
 def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: list[str],
@@ -435,7 +297,7 @@ def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: 
     """Run one claimed trial and tell the study how it ended; False when the sweep should stop here."""
     from optuna.trial import TrialState
 
-    from dlkit.sweeps.callbacks import PruneOnPlateau, non_finite_loss
+    from dlkit.callbacks import PruneOnPlateau
     from dlkit.tasks.base import NonFiniteLoss
 
     state, value = TrialState.FAIL, None
@@ -459,7 +321,7 @@ def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: 
             raise TrialFailed(job.error or f"{type(err).__name__}: {err}") from err
         bad_loss = non_finite_loss(job.metrics)  # a validation or test loss
         if bad_loss:
-            run_folder.record_end(trial_dir, "failed", job.metrics, error=f"non-finite loss: {bad_loss}")
+            records.record_end(trial_dir, "failed", job.metrics, error=f"non-finite loss: {bad_loss}")
             raise TrialFailed("non-finite loss", bad_loss)
         if pruning.pruned:
             state = TrialState.PRUNED
@@ -469,7 +331,7 @@ def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: 
                 raise TrialFailed(f"no finite {cfg.optimized_metric}")
             state = TrialState.COMPLETE
     except (KeyboardInterrupt, SystemExit, Stopped):
-        _requeue(study, trial._trial_id, trial.number, trial.params)
+        storage.requeue(study, trial._trial_id, trial.number, trial.params)
         raise
     except TrialFailed as err:
         _failed(trial, err.reason, str(err))
@@ -484,73 +346,24 @@ def _run_trial(study, trial, space: dict[str, Any], cfg: DictConfig, overrides: 
     return True
 
 
+def non_finite_loss(metrics: dict[str, Any]) -> str | None:
+    """`name = value` of the first loss (any key whose last part names a loss: train/loss, val/mlm_loss,
+    train/loss_epoch, ...) that is NaN or infinite; None when every loss is finite."""
+    for key, value in metrics.items():
+        if "loss" not in key.rsplit("/", 1)[-1]:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(number):
+            return f"{key} = {number}"
+    return None
+
+
 def _failed(trial: Any, reason: str, message: str) -> None:
     """Record why a trial failed: `fail_reason` (short: "non-finite loss", or the error) and `error` (one line)."""
     line = (message.strip().splitlines() or [reason])[0][:300]
     trial.set_user_attr("fail_reason", (reason.strip().splitlines() or ["error"])[0][:120])
     trial.set_user_attr("error", line)
     ui.console.print(f"[red]Trial {trial.number} failed:[/] {line}")
-
-
-def load(sweep: str | Path, output_dir: str | Path = "outputs"):
-    """(study, folder, sweep.json) of a sweep folder, or of a sweep under <output_dir>/sweeps by name or latest."""
-    import optuna
-
-    path, root = Path(sweep), Path(output_dir) / "sweeps"
-    if not (path / SWEEP_FILE).is_file():
-        found = root.glob(f"*/{SWEEP_FILE}") if str(sweep) == "latest" else root.glob(f"{sweep}*/{SWEEP_FILE}")
-        candidates = sorted(found, key=lambda p: p.stat().st_mtime) if str(sweep) == "latest" else sorted(found)
-        if not candidates:
-            raise UsageError(f"no sweep {str(sweep)!r} under {root}: give a sweep folder, or --output-dir where "
-                             "the sweep ran (its paths.output_dir).")
-        path = candidates[-1].parent
-    info = json.loads((path / SWEEP_FILE).read_text())
-    storage = info["storage"]
-    if storage.startswith("sqlite:///") and Path(storage[len("sqlite:///"):]).name == "study.db" \
-            and (path / "study.db").is_file():
-        storage = f"sqlite:///{path / 'study.db'}"  # the folder's own database, wherever it is looked at from
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=info["study"], storage=storage_of(storage)), path, info
-
-
-def plots(study, sweep_dir: Path) -> list[Path]:
-    """Optimization history and parallel coordinates, as PNG (matplotlib) and as interactive HTML (plotly;
-    the HTML files share one plotly.min.js written beside them, so they open without a network)."""
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from optuna import visualization
-    from optuna.visualization import matplotlib as views
-
-    written = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in ("optimization_history", "parallel_coordinate"):
-            try:
-                axis = getattr(views, f"plot_{name}")(study)
-            except (ValueError, RuntimeError):
-                continue
-            figure = axis.figure if hasattr(axis, "figure") else axis.flat[0].figure
-            figure.set_size_inches(9, 5)
-            figure.tight_layout()
-            figure.savefig(sweep_dir / f"{name}.png", dpi=110)
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
-            written.append(sweep_dir / f"{name}.png")
-            getattr(visualization, f"plot_{name}")(study).write_html(
-                str(sweep_dir / f"{name}.html"), include_plotlyjs="directory")
-            written.append(sweep_dir / f"{name}.html")
-    return written
-
-
-def importances(study) -> dict[str, float]:
-    """Parameter importances (fANOVA), when at least two trials completed."""
-    import optuna
-
-    try:
-        return optuna.importance.get_param_importances(study)
-    except (ValueError, RuntimeError, ZeroDivisionError):
-        return {}

@@ -41,7 +41,7 @@ def sweep_config(overrides: list[str], config_dir: str | None = None) -> tuple[d
 
 def write(overrides: list[str], config_dir: str | None = None) -> tuple[Path, str | None]:
     """Write wandb_sweep.yaml; when logged in, also create the sweep and return its id."""
-    from dlkit.tracking.wandb_logger import logged_in
+    from dlkit.loggers.wandb_runs import logged_in
 
     config, sweep_dir = sweep_config(overrides, config_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -42,7 +42,8 @@ def resumed_mid_epoch(trainer: pl.Trainer) -> bool:
 class Task(pl.LightningModule):
     """A LightningModule around a plain nn.Module; subclasses define the steps for one kind of data."""
 
-    kinds: tuple[str, ...] = ()
+    # the DataSpec kinds this task handles (a model/data/task mismatch is refused before any work)
+    kinds: ClassVar[tuple[str, ...]] = ()
     # set by training.build_task from the `channels_last` switch: 4-D float batches are made NHWC on the device
     channels_last: bool = False
 
@@ -144,6 +145,10 @@ class Task(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.end_epoch("test")
+
+    def predict_batch(self, batch: Any, **options: Any) -> list[dict[str, Any]]:
+        """One record per input of a batch (DataModule.encode_inputs): what `dlkit predict` prints for it."""
+        raise NotImplementedError(f"predict does not support {type(self).__name__} yet")
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +16,26 @@ from dlkit.tasks.base import Task
 log = logging.getLogger("dlkit")
 
 
+class Seq2SeqModel(Protocol):
+    """What Seq2SeqTask needs of its model (models/transformer.Transformer is one): logits for teacher-forced
+    targets, greedy and beam-search decoding, and the longest sequence its positions allow."""
+
+    max_length: int | None
+
+    def __call__(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt_ids: torch.Tensor,
+                 tgt_mask: torch.Tensor) -> torch.Tensor: ...
+
+    def greedy(self, src_ids: torch.Tensor, src_mask: torch.Tensor, max_length: int | None = None) -> torch.Tensor: ...
+
+    def beam_search(self, src_ids: torch.Tensor, src_mask: torch.Tensor, beam_size: int = 4,
+                    length_penalty: float = 0.6, max_length: int | None = None) -> torch.Tensor: ...
+
+
 class Seq2SeqTask(Task):
     """Batches {src_ids, src_mask, tgt_ids, tgt_mask}; the model gives logits for tgt[:, :-1] -> tgt[:, 1:]."""
 
     kinds = ("seq2seq",)
+    model: Seq2SeqModel
 
     def __init__(self, model: nn.Module, spec: DataSpec, optimizer: Callable[..., Any],
                  scheduler: Callable[..., dict] | None = None, monitor: str = "val/bleu",
@@ -67,7 +83,7 @@ class Seq2SeqTask(Task):
 
         Capped by the model's position table; an untrained model otherwise decodes to that cap on every sample.
         """
-        cap = getattr(self.model, "max_length", None) or self.spec.max_length or 256
+        cap = self.model.max_length or self.spec.max_length or 256
         if self.max_decode_length:
             return min(int(self.max_decode_length), cap)
         longest = self.spec.extra.get("longest_target") or self.spec.max_length or cap
@@ -76,9 +92,8 @@ class Seq2SeqTask(Task):
     def _references(self, batch: dict[str, torch.Tensor], stage: str) -> list[str]:
         """The split's reference texts as written (comparable with sacreBLEU on raw references); re-decoded
         target ids when the dataset does not keep them."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        dataset = getattr(datamodule, f"{stage}_set", None)
-        raw = getattr(dataset, "raw_targets", None)
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        raw = datamodule.references(stage) if datamodule is not None else None
         if raw is not None and "index" in batch:
             return [raw[i] for i in batch["index"].tolist()]
         return [self.text(row) for row in batch["tgt_ids"].tolist()]

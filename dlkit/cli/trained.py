@@ -1,0 +1,107 @@
+"""The commands on a trained run: `dlkit eval`, `dlkit predict` and `dlkit export`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from dlkit.cli.app import app, emit
+from dlkit.errors import UsageError
+
+
+@app.command("eval")
+def eval_run(
+    ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value settings, e.g. data.test_file=x.csv"),  # noqa: UP045
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """Test a trained model again, rebuilt from its run's own config; prints the metrics and saves them as
+    eval-<time>.json in the run folder (next to the checkpoint for a lone .ckpt)."""
+    from dlkit import inference, ui
+    from dlkit.runs import records
+
+    loaded = inference.load(ref, list(overrides or []), output_dir)
+    metrics, tracked = inference.evaluate(loaded, list(overrides or []))
+    typer.echo(f"Checkpoint: {loaded.checkpoint}")
+    ui.render_table(["metric", "value"], [[k, v] for k, v in sorted(metrics.items())])
+    record = {"checkpoint": str(loaded.checkpoint.resolve()), "overrides": list(overrides or []), "metrics": metrics}
+    target = records.write_eval(inference.output_folder(loaded), {**record, "wandb": tracked} if tracked else record)
+    typer.echo(f"Saved: {target}")
+    if tracked and tracked.get("url"):
+        typer.echo(f"W&B eval run: {tracked['url']}")
+    elif tracked:
+        typer.echo(f"W&B ran offline ({tracked['offline_reason']}). Upload the eval run with: {tracked['sync']}")
+
+
+@app.command()
+def predict(
+    ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Inputs: texts, or image files for image models."),  # noqa: UP045
+    input_file: Optional[str] = typer.Option(None, "--input", "-i", help="File of inputs, one per line; - is stdin."),  # noqa: UP045
+    fmt: str = typer.Option("table", "--format", "-f",
+                            help="table, jsonl, csv, or text (one line per input: label, translation or filled text)."),
+    top_k: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--top-k", min=1, help="Classifiers: the k most likely labels (default 1); masked LM: k fills (5)."),
+    beam_size: Optional[int] = typer.Option(None, "--beam-size", min=1, help="Seq2seq: beam search width (1: greedy)."),  # noqa: UP045
+    batch_size: int = typer.Option(64, help="Inputs per batch."),
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """Predict with a trained model, one result per input: a label and its probability (classifiers), a
+    translation (seq2seq), or the top fills of each [MASK] (BERT pre-training)."""
+    import json as _json
+
+    from dlkit import inference, ui
+
+    if fmt not in ("table", "jsonl", "csv", "text"):
+        raise UsageError(f"--format {fmt}: choose table, jsonl, csv or text.")
+    lines = list(texts or [])
+    if input_file:
+        lines += (sys.stdin.read() if input_file == "-" else _read_inputs(input_file)).splitlines()
+    inputs = [line for line in lines if line.strip()]  # empty lines are not predicted
+    loaded = inference.load(ref, [], output_dir, for_predict=True)
+    options = {name: value for name, value in (("top_k", top_k), ("beam_size", beam_size)) if value is not None}
+    records = inference.predict(loaded, inputs, batch_size=batch_size, **options)
+    if fmt == "jsonl":
+        typer.echo("\n".join(_json.dumps(r) for r in records))
+        return
+    if fmt == "text":  # one line per input line, an empty one for an empty one: the output lines up with the input
+        results = iter(records)
+        typer.echo("\n".join(inference.as_text(next(results)) if line.strip() else "" for line in lines))
+        return
+    header = list(records[0])
+    emit(ui.render_table(header, [[r.get(k) for k in header] for r in records], "csv" if fmt == "csv" else "table"))
+
+
+@app.command()
+def export(
+    ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, torchscript, or huggingface (BERT runs)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder to write (default: <run>/export)."),  # noqa: UP045
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """Export a trained model to ONNX or TorchScript with model.json (labels, inputs, tokenizer), or a BERT run
+    as a Hugging Face folder (config.json, model.safetensors, tokenizer) that transformers loads."""
+    from pathlib import Path
+
+    from dlkit import inference
+    from dlkit.export import check_format
+    from dlkit.export import export as export_model
+
+    check_format(fmt)
+    loaded = inference.load(ref, [], output_dir)
+    target = Path(out) if out else (loaded.run_dir or loaded.checkpoint.parent) / "export" / fmt
+    metadata = export_model(loaded, fmt, target)
+    if fmt == "huggingface":
+        typer.echo(f"Exported a Hugging Face {metadata['architectures'][0]} to {target}")
+    else:
+        typer.echo(f"Exported {target / metadata['file']} and {target / 'model.json'}")
+
+
+def _read_inputs(path: str) -> str:
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise UsageError(f"--input {path}: no such file.")
+    return Path(path).read_text(encoding="utf-8")

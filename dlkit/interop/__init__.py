@@ -1,0 +1,1 @@
+"""dlkit and the outside world: checkpoints in from other libraries."""
