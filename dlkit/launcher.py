@@ -89,10 +89,9 @@ def _parameters(launcher: DictConfig, trainer: DictConfig) -> dict[str, Any]:
 def submit(launcher: DictConfig, trainer: DictConfig, work: list[Callable[[], dict[str, Any]]],
            root: Path) -> list[dict[str, Any]]:
     """Submit every piece of work (a picklable callable that returns the job's {"status", "metrics", "error"}) as one
-    job array and wait for the results."""
+    job array and wait for the results (the caller has check()ed the launcher before making any folder)."""
     import submitit
 
-    check(launcher)
     logging.getLogger("submitit").setLevel(logging.ERROR)  # its notes on a cluster without accounting (sacct)
     executor = submitit.AutoExecutor(folder=str(launcher.get("folder") or root / ".submitit"),
                                      cluster=launcher.get("cluster", "slurm"))

@@ -107,6 +107,7 @@ class StoreWriter:
         self._splits: dict[str, dict[str, Any]] = {}
         self._handles: dict[str, Any] = {}
         self._counts: dict[tuple[str, str], np.ndarray] = {}  # (split, column): how often each length / value came
+        self._uncounted: set[tuple[str, str]] = set()  # fixed columns with a value too large or negative to count
 
     def _split(self, split: str) -> dict[str, Any]:
         return self._splits.setdefault(split, {"rows": None, "columns": {}})
@@ -149,10 +150,10 @@ class StoreWriter:
                                                                   "rows": 0})
         self._append(f"{split}.{column}.bin", values.astype(spec["dtype"], copy=False))
         countable = values.dtype.kind in "iu" and (not len(values) or values.min() >= 0 and values.max() < COUNTED)
-        if countable and spec.get("counted", True):
+        if not countable:
+            self._uncounted.add((split, column))
+        elif (split, column) not in self._uncounted:
             self._count(split, column, values.astype(np.int64, copy=False))
-        else:
-            spec["counted"] = False
         spec["rows"] += len(values)
 
     def empty_split(self, split: str) -> None:
@@ -178,7 +179,9 @@ class StoreWriter:
                 raise RuntimeError(f"store split {name}: columns of different lengths {sorted(counts)}")
             split["rows"] = counts.pop() if counts else 0
             for column, spec in split["columns"].items():
-                spec["stats"] = _stats(spec, self._counts.get((name, column), np.zeros(0, dtype=np.int64)))
+                counts = None if (name, column) in self._uncounted else \
+                    self._counts.get((name, column), np.zeros(0, dtype=np.int64))
+                spec["stats"] = _stats(spec["kind"], counts)
         manifest = {"format": FORMAT, "splits": self._splits, **extra,
                     "files": {p.name: p.stat().st_size for p in sorted(self.folder.iterdir()) if p.is_file()},
                     "created": datetime.now().isoformat(timespec="seconds"),
@@ -187,12 +190,12 @@ class StoreWriter:
         return manifest
 
 
-def _stats(spec: dict[str, Any], counts: np.ndarray) -> dict[str, Any]:
+def _stats(kind: str, counts: np.ndarray | None) -> dict[str, Any]:
     """A column's statistics from how often each length (ragged) or value (fixed) came: ragged columns get their
     tokens and the 50th, 90th and 99th percentile and the largest of their lengths (as np.percentile gives them,
-    rounded down); counted fixed columns get the count of each value."""
-    if spec["kind"] == "fixed":
-        return {"counts": counts.tolist()} if spec.pop("counted", True) else {}
+    rounded down); counted fixed columns get the count of each value (None: not counted, no statistics)."""
+    if kind == "fixed":
+        return {"counts": counts.tolist()} if counts is not None else {}
     if not counts.sum():
         return {"tokens": 0}
     lengths = np.arange(len(counts))

@@ -49,7 +49,10 @@ def pin_pretrained(model_cfg: Any, output_dir: str | Path, max_length: int | Non
 def architecture(ref: str, vocab_size: int) -> dict[str, Any]:
     """The constructor arguments of the module that loads `ref`: the checkpoint's sizes, vocab_size and pad_id
     (the data's vocabulary must fit in it)."""
-    info = _pretrained_source(ref, vocab_size)
+    info = pretrained_info(resolve_pretrained(ref))
+    if vocab_size > info["vocab_size"]:
+        raise UsageError(f"model.pretrained={ref} knows {info['vocab_size']} tokens but the data has {vocab_size}: "
+                         f"the data must use the checkpoint's tokenizer (data.tokenizer.path={info['tokenizer']}).")
     return {**info["sizes"], "vocab_size": info["vocab_size"], "pad_id": info["pad_id"]}
 
 
@@ -220,12 +223,3 @@ def load_hf_pretraining(ref: str | Path) -> BertForPreTraining:
     model = BertForPreTraining(info["vocab_size"], pad_id=info["pad_id"], **info["sizes"], **dropouts)
     load(model, str(ref))
     return model
-
-
-def _pretrained_source(ref: str, vocab_size: int) -> dict[str, Any]:
-    """pretrained_info of ref (a run id or `latest` resolved under ./outputs), its data's vocabulary checked."""
-    info = pretrained_info(resolve_pretrained(ref))
-    if vocab_size > info["vocab_size"]:
-        raise UsageError(f"model.pretrained={ref} knows {info['vocab_size']} tokens but the data has {vocab_size}: "
-                         f"the data must use the checkpoint's tokenizer (data.tokenizer.path={info['tokenizer']}).")
-    return info
