@@ -9,6 +9,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -87,7 +88,7 @@ def config_groups(config_dir: str | Path | None = None) -> dict[str, list[Option
     for root in roots:
         for file in sorted(root.rglob("*.yaml")):
             rel = file.relative_to(root)
-            if len(rel.parts) < 2:
+            if len(rel.parts) < 2 or rel.parts[0].startswith("_"):  # _blocks/: shared parents, not options
                 continue
             group = "/".join(rel.parts[:-1])
             groups.setdefault(group, {})[file.stem] = Option(group, file.stem, _description(file), file)
@@ -300,9 +301,20 @@ def _run_mode():
     return RunMode.RUN
 
 
-def to_yaml(cfg: DictConfig, resolve: bool = False) -> str:
-    """The config as YAML; unresolved interpolations stay visible unless resolve=True."""
-    return OmegaConf.to_yaml(cfg, resolve=resolve)
+def to_yaml(cfg: DictConfig | dict, resolve: bool = False) -> str:
+    """The config as YAML, each node's `_target_` first (shared blocks are merged before an option's own keys);
+    unresolved interpolations stay visible unless resolve=True."""
+    container = OmegaConf.to_container(cfg, resolve=resolve) if isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.to_yaml(OmegaConf.create(_target_first(container)))
+
+
+def _target_first(node: Any) -> Any:
+    if isinstance(node, dict):
+        keys = sorted(node, key=lambda key: key != "_target_")
+        return {key: _target_first(node[key]) for key in keys}
+    if isinstance(node, list):
+        return [_target_first(item) for item in node]
+    return node
 
 
 def copy_option(spec: str, config_dir: str | Path | None = None) -> Path:

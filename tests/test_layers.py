@@ -154,6 +154,37 @@ def test_a_model_pairs_with_data_and_training_settings_through_one_recipe_that_c
     assert not plain.stdout.startswith("#")
 
 
+def test_data_options_share_the_loader_and_tokenizer_blocks_and_set_only_what_differs(tmp_path):
+    """The DataLoader and tokenizer settings live once, in conf/_blocks/; a data option names them in its defaults
+    and sets only the values it changes. The blocks are not options, config show prints each `_target_` first, and a
+    data option copied into ./conf still finds its blocks."""
+    import yaml
+    from conftest import run_main
+    from omegaconf import OmegaConf
+
+    from dlkit.config import compose, config_groups
+
+    groups = config_groups()
+    assert "_blocks" not in groups
+    for option in groups["data"]:
+        own = yaml.safe_load(option.path.read_text(encoding="utf-8"))
+        assert "/_blocks/loader@_here_" in own["defaults"], option.name
+        assert "pin_memory" not in own and "path" not in own.get("tokenizer", {}), option.name
+    mnist, mrpc = compose(["data=mnist"]).data, compose(["data=mrpc"]).data
+    assert (mnist.batch_size, mnist.num_workers, mnist.pin_memory) == (128, None, None)  # set here, from the block
+    assert mrpc.batch_size == 32 and dict(mrpc.tokenizer) == {"kind": "wordpiece", "vocab_size": 30000,
+                                                              "min_frequency": 1, "lowercase": True, "path": None}
+    shown = run_main("config", "show", "data=mrpc", "model=textcnn", cwd=tmp_path)
+    assert shown.returncode == 0
+    data_lines = shown.stdout.split("\ndata:\n", 1)[1].splitlines()
+    assert data_lines[0] == "  _target_: dlkit.data.hf_text.HFTextDataModule"
+    assert run_main("config", "copy", "data/mnist", cwd=tmp_path).returncode == 0
+    (tmp_path / "conf" / "data" / "mnist.yaml").write_text(
+        (tmp_path / "conf" / "data" / "mnist.yaml").read_text().replace("batch_size: 128", "batch_size: 16"))
+    copied = OmegaConf.create(run_main("config", "show", "data=mnist", cwd=tmp_path).stdout).data
+    assert (copied.batch_size, copied.num_workers, copied.pin_memory) == (16, None, None)
+
+
 def test_what_train_and_sweep_import_before_their_first_line_leaves_torch_unimported():
     """`dlkit train` prints its first line and `dlkit sweep` starts its workers before torch is imported: the modules
     they import first must not import torch or Lightning (a top-level import in a lower layer would)."""

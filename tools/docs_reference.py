@@ -97,10 +97,15 @@ def _fallback(full: list[str], path: list[str], data: dict[str, Any], package: s
     return "The value this option sets." if package == "_global_" else ""
 
 
-def parse_option(file: Path, group: str) -> Option:
-    """Read one YAML file: description, package, defaults list, and every key with its comment."""
+BLOCKS = "_blocks"  # shared parents (`- /_blocks/loader@_here_`): their keys are listed in each option that names one
+
+
+def parse_option(file: Path, group: str, conf_dir: Path | None = None) -> Option:
+    """Read one YAML file: description, package, defaults list, and every key with its comment; the keys of the
+    shared blocks it names come first, as they do in the composed config, with the values it sets itself."""
     text = file.read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
+    shared = _block_keys(data.get("defaults") or [], group, conf_dir or file.parent.parent)
     description, package, pending = "", None, []
     stack: list[tuple[int, str]] = []
     keys: list[Key] = []
@@ -135,10 +140,26 @@ def parse_option(file: Path, group: str) -> Option:
                     continue
             if path[0] == "defaults":
                 continue
-            full = _prefix(group, package) + path
-            described = comment or _fallback(full, path, data, package)
-            keys.append(Key(".".join(full), show(value), described))
+            full = ".".join(_prefix(group, package) + path)
+            inherited = shared.pop(full, None)
+            described = comment or (inherited.description if inherited else _fallback(full.split("."), path, data,
+                                                                                        package))
+            keys.append(Key(full, show(value), described))
+    if shared:  # the option's _target_ first, then the blocks' keys it does not set itself, then its own
+        target = ".".join([*_prefix(group, package), "_target_"])
+        keys = ([k for k in keys if k.path == target] + list(shared.values())
+                + [k for k in keys if k.path != target])
     return Option(group, file.stem, description, package, _defaults(data.get("defaults") or [], group), keys)
+
+
+def _block_keys(entries: list[Any], group: str, conf_dir: Path) -> dict[str, Key]:
+    """The keys of the shared blocks a defaults list names, by their path in the including option."""
+    keys: dict[str, Key] = {}
+    for entry in entries:
+        if isinstance(entry, str) and entry.startswith(f"/{BLOCKS}/"):
+            name = entry.removeprefix(f"/{BLOCKS}/").split("@")[0]
+            keys |= {key.path: key for key in parse_option(conf_dir / BLOCKS / f"{name}.yaml", group).keys}
+    return keys
 
 
 def _lookup(data: Any, path: list[str]) -> Any:
@@ -153,6 +174,8 @@ def _defaults(entries: list[Any], own_group: str = "") -> list[tuple[str, str]]:
     name in a group's option (`- cpu` in trainer/gpu.yaml: it extends that option) gives ('trainer', 'cpu')."""
     pairs = []
     for entry in entries:
+        if isinstance(entry, str) and entry.startswith(f"/{BLOCKS}/"):
+            continue
         if isinstance(entry, str) and entry.startswith("/") and entry.count("/") >= 2:  # `/recipe/bert_finetune`
             group, _, option = entry.lstrip("/").rpartition("/")
             pairs.append((group, option))
@@ -167,12 +190,12 @@ def _defaults(entries: list[Any], own_group: str = "") -> list[tuple[str, str]]:
 
 def collect(conf_dir: Path) -> tuple[list[Option], dict[str, list[Option]]]:
     """The primary configs (top-level files) and every group's options, sorted by name."""
-    primary = [parse_option(f, "") for f in sorted(conf_dir.glob("*.yaml"))]
+    primary = [parse_option(f, "", conf_dir) for f in sorted(conf_dir.glob("*.yaml"))]
     groups: dict[str, list[Option]] = {}
     for file in sorted(conf_dir.rglob("*.yaml")):
         group = file.parent.relative_to(conf_dir).as_posix()
-        if group != ".":
-            groups.setdefault(group, []).append(parse_option(file, group))
+        if group != "." and not group.startswith(BLOCKS):
+            groups.setdefault(group, []).append(parse_option(file, group, conf_dir))
     return primary, dict(sorted(groups.items()))
 
 

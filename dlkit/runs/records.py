@@ -25,6 +25,7 @@ from typing import IO, Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlkit import redact
+from dlkit.config import to_yaml
 
 CONFIG = "config.yaml"
 OVERRIDES = "overrides.yaml"
@@ -226,8 +227,7 @@ def record_start(run_dir: Path, cfg: DictConfig, overrides: list[str], choices: 
 
 def save_config(cfg: DictConfig, path: Path) -> None:
     """The composed config as YAML, resolved, with passwords masked."""
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(redact.value(OmegaConf.to_container(cfg, resolve=True)))),
-                    encoding="utf-8")
+    path.write_text(to_yaml(redact.value(OmegaConf.to_container(cfg, resolve=True))), encoding="utf-8")
 
 
 def _slurm_job() -> str:
