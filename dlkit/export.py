@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +77,8 @@ def check_format(fmt: str) -> None:
 
 
 def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
-    """Write model.onnx or model.pt plus model.json (labels, inputs, outputs, special tokens, tokenizer) into
-    out_dir; return the metadata.
+    """Write model.onnx or model.pt plus model.json (labels, inputs, outputs, and the pre- and post-processing a
+    client repeats to get `dlkit predict`'s answers) and any tokenizer.json into out_dir; return the metadata.
 
     Batch size and sequence lengths stay dynamic; model.json names those axes instead of the traced sizes.
     """
@@ -122,43 +121,13 @@ def export(loaded: Loaded, fmt: str, out_dir: Path) -> dict[str, Any]:
                    for n, t in zip(names, tensors)],
         "outputs": [{"name": n, "dtype": str(o.dtype).replace("torch.", ""), "shape": _shape(o, output_axes[n])}
                     for n, o in zip(outs, outputs)],
-        "output": outs[0], "pad_id": spec.pad_id,
+        "output": outs[0],
+        # raw input -> the inputs above, and the outputs -> what `dlkit predict` prints, each step with its numbers
+        "preprocessing": loaded.datamodule.client_preprocessing(out_dir),
+        "postprocessing": loaded.task.client_postprocessing(),
     }
-    metadata.update(_special_tokens(loaded))
-    if spec.kind == "seq2seq":  # the model gives next-token logits for a target prefix: decode step by step
-        metadata.update(bos_id=spec.bos_id, eos_id=spec.eos_id, max_length=spec.max_length,
-                        decoding="feed tgt_ids = [bos] and append the argmax of the last logits until eos")
-    if getattr(loaded.datamodule, "mean", None) is not None and not isinstance(loaded.datamodule.mean, float):
-        metadata["normalize"] = {"mean": torch.as_tensor(loaded.datamodule.mean).flatten().tolist(),
-                                 "std": torch.as_tensor(loaded.datamodule.std).flatten().tolist()}
-    if spec.tokenizer_path and Path(spec.tokenizer_path).is_file():
-        shutil.copyfile(spec.tokenizer_path, out_dir / "tokenizer.json")
-        metadata["tokenizer"] = "tokenizer.json"
     (out_dir / "model.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return metadata
-
-
-def _special_tokens(loaded: Loaded) -> dict[str, Any]:
-    """The special token ids the inputs need, and how a text is framed with them (BERT: [CLS] text [SEP]).
-
-    dlkit frames texts itself (the copied tokenizer.json adds no special tokens), so a user of the export must too.
-    """
-    spec = loaded.datamodule.spec
-    if not spec.tokenizer_path or not Path(spec.tokenizer_path).is_file():
-        return {}
-    from tokenizers import Tokenizer
-
-    from dlkit.data.tokenizers import special_ids
-
-    known = special_ids(Tokenizer.from_file(spec.tokenizer_path))
-    framed = spec.kind == "masked_lm" or bool(getattr(loaded.datamodule, "add_special_tokens", False))
-    needed = ["pad", "unk", *(["cls", "sep"] if framed else []), *(["mask"] if spec.kind == "masked_lm" else []),
-              *(["bos", "eos"] if spec.kind == "seq2seq" else [])]
-    found: dict[str, Any] = {"special_tokens": {name: known[name] for name in needed if known.get(name) is not None}}
-    if framed:
-        found["framing"] = ("input_ids = [cls] text [sep] (a pair: [cls] a [sep] b [sep], token_type_ids 0 for a "
-                            "and its [cls]/[sep], 1 for b and its [sep]); attention_mask 1 on tokens, 0 on padding")
-    return found
 
 
 def export_huggingface(loaded: Loaded, out_dir: Path) -> dict[str, Any]:

@@ -241,7 +241,7 @@ def test_bert_pretraining_exports_to_onnx_with_named_outputs_and_dynamic_lengths
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(run / "export" / "onnx" / "tokenizer.json"))
-    assert {k: metadata["special_tokens"][k] for k in ("cls", "sep", "mask")} == \
+    assert {k: metadata["preprocessing"]["special_tokens"][k] for k in ("cls", "sep", "mask")} == \
         {k: tokenizer.token_to_id(f"[{k.upper()}]") for k in ("cls", "sep", "mask")}
 
     session = onnxruntime.InferenceSession(str(run / "export" / "onnx" / "model.onnx"))
@@ -249,7 +249,7 @@ def test_bert_pretraining_exports_to_onnx_with_named_outputs_and_dynamic_lengths
     traced_length = example_inputs(loaded)[1][0].shape[1]
     batch = loaded.datamodule.encode_inputs(["the [MASK] was cold", "a much longer text " * 6 + "[MASK] here"])
     assert batch["input_ids"].shape[1] != traced_length
-    assert batch["input_ids"][0, 0] == metadata["special_tokens"]["cls"]
+    assert batch["input_ids"][0, 0] == metadata["preprocessing"]["special_tokens"]["cls"]
     with torch.no_grad():
         expected = loaded.task.model(**batch)
     got = session.run(None, {i.name: batch[i.name].numpy() for i in session.get_inputs()})

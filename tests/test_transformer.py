@@ -150,7 +150,7 @@ def test_transformer_trains_through_the_cli_and_translates(tmp_path):
     names, tensors = example_inputs(loaded)
     assert names == ["src_ids", "src_mask", "tgt_ids", "tgt_mask"]
     metadata = json.loads((run / "export" / "onnx" / "model.json").read_text())
-    assert (metadata["kind"], metadata["bos_id"]) == ("seq2seq", loaded.datamodule.spec.bos_id)
+    assert (metadata["kind"], metadata["postprocessing"]["bos_id"]) == ("seq2seq", loaded.datamodule.spec.bos_id)
     session = onnxruntime.InferenceSession(str(run / "export" / "onnx" / "model.onnx"))
     shorter = [t[:, :3] if n.startswith("tgt") else t for n, t in zip(names, tensors)]
     for inputs in (tensors, shorter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -179,8 +180,9 @@ class DataModule(pl.LightningDataModule):
 
     What dlkit asks of a datamodule beyond Lightning's hooks, all declared here: `kind` (the DataSpec kind it
     produces); `prepare()`, its token store built ahead of training; `inference_state()` / `restore()`, what
-    predict needs carried in the checkpoint; `encode_inputs()`, raw inputs as a batch; `references()`, the texts a
-    split's predictions are scored against.
+    predict needs carried in the checkpoint; `encode_inputs()`, raw inputs as a batch; `client_preprocessing()`,
+    the same encoding written down for programs outside dlkit (exports); `references()`, the texts a split's
+    predictions are scored against.
     """
 
     kind: ClassVar[str] = ""
@@ -221,6 +223,12 @@ class DataModule(pl.LightningDataModule):
     def encode_inputs(self, raw: list[str]) -> Any:
         """A batch of model inputs for raw inputs (texts, image paths), as `dlkit predict` feeds them."""
         raise NotImplementedError(f"predict does not support {type(self).__name__} yet")
+
+    def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
+        """What a program outside dlkit needs to turn raw inputs into model inputs exactly as encode_inputs() does:
+        writes the files it needs into out_dir (a tokenizer.json) and returns the `preprocessing` entry of an
+        export's model.json (the steps, with every number they use)."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its inputs for exports yet")
 
     def references(self, stage: str) -> Sequence[str] | None:
         """The texts a split's generated outputs are scored against, as written (seq2seq); None: none kept."""

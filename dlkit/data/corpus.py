@@ -27,7 +27,16 @@ from dlkit.data.progress import preparing
 from dlkit.data.ragged import Ragged, pad_rows
 from dlkit.data.spec import DataSpec
 from dlkit.data.store import Store, StoreWriter, prepared
-from dlkit.data.tokenizers import encode_rows, fingerprint, frame, load_tokenizer, special_ids, train_tokenizer
+from dlkit.data.tokenizers import (
+    CLIENT_ENCODING,
+    encode_rows,
+    fingerprint,
+    frame,
+    load_tokenizer,
+    save_for_clients,
+    special_ids,
+    train_tokenizer,
+)
 from dlkit.errors import UsageError
 
 Document = list[str]
@@ -337,6 +346,12 @@ class CorpusDataModule(DataModule):
         self.pad_id, self.mask_id = ids["pad"], ids["mask"]
         self.collate_fn = MaskingCollator(self.mask_id, tokenizer.get_vocab_size(),
                                           {i for i in ids.values() if i is not None}, self.mask_probability)
+
+    def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
+        """The tokenizer.json (framing, truncation and padding included) and how to call it on texts with [MASK]."""
+        specials = save_for_clients(self.tokenizer, self.pad_id, out_dir / "tokenizer.json")
+        return {"input": "text", "tokenizer": "tokenizer.json", "max_length": self.max_length, "framed": True,
+                "special_tokens": specials, "steps": CLIENT_ENCODING + " Write [MASK] where a token is to be filled."}
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Texts with [MASK] tokens, framed [CLS] text [SEP] (nothing else is masked)."""

@@ -24,7 +24,7 @@ from dlkit.data.ragged import Ragged, Strings, clip_rows, frame_rows, pad_rows
 from dlkit.data.spec import DataSpec
 from dlkit.data.store import Store, StoreWriter, prepared
 from dlkit.data.tables import chunks_of
-from dlkit.data.tokenizers import encode_rows, fingerprint, special_ids, train_tokenizer
+from dlkit.data.tokenizers import encode_rows, fingerprint, save_for_clients, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
 
 SPLITS = ("train", "val", "test")
@@ -235,6 +235,19 @@ class Seq2SeqDataModule(DataModule):
         src = pad_rows(ids, lengths, self.pad_id)
         mask = (np.arange(src.shape[1]) < lengths[:, None]).astype(np.int64)
         return {"src_ids": torch.from_numpy(src), "src_mask": torch.from_numpy(mask)}
+
+    def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
+        """The source tokenizer (truncating to max_length and padding) and the target one that decodes; one file
+        when the vocabulary is shared."""
+        source = "tokenizer.json" if self.src_tokenizer is self.tgt_tokenizer else "src_tokenizer.json"
+        specials = save_for_clients(self.src_tokenizer, self.pad_id, out_dir / source, self.max_length)
+        if source != "tokenizer.json":
+            save_for_clients(self.tgt_tokenizer, self.pad_id, out_dir / "tokenizer.json")
+        return {"input": "text", "source_tokenizer": source, "target_tokenizer": "tokenizer.json",
+                "max_length": self.max_length, "special_tokens": specials,
+                "steps": (f"encodings = Tokenizer.from_file('{source}').encode_batch(sources); src_ids = [e.ids], "
+                          "src_mask = [e.attention_mask] for e in encodings, as int64 [batch, sequence] (truncated "
+                          "to max_length and padded to the longest as dlkit does)")}
 
     def decode(self, ids: list[int]) -> str:
         """Target ids (BOS/EOS/padding dropped) back to text."""

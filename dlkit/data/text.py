@@ -26,7 +26,16 @@ from dlkit.data.ragged import Ragged
 from dlkit.data.spec import DataSpec
 from dlkit.data.store import Spill, Store, StoreWriter, prepared
 from dlkit.data.tables import Chunk, chunks_of, read_columns
-from dlkit.data.tokenizers import encode_rows, fingerprint, frame, load_tokenizer, special_ids, train_tokenizer
+from dlkit.data.tokenizers import (
+    CLIENT_ENCODING,
+    encode_rows,
+    fingerprint,
+    frame,
+    load_tokenizer,
+    save_for_clients,
+    special_ids,
+    train_tokenizer,
+)
 from dlkit.errors import DlkitError, UsageError
 
 SPLITS = ("train", "val", "test")
@@ -268,6 +277,13 @@ class TextClassificationDataModule(DataModule):
                         Ragged(types, rows.offsets) if types is not None else None)
         inputs, _ = rows.__getitems__(list(range(len(raw))))
         return inputs
+
+    def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
+        """The tokenizer.json (framing, truncation and padding included) and how to call it."""
+        specials = save_for_clients(self.tokenizer, self.pad_id, out_dir / "tokenizer.json")
+        return {"input": "text", "tokenizer": "tokenizer.json", "max_length": self.max_length,
+                "sentence_pairs": self.pairs, "framed": self.framed, "special_tokens": specials,
+                "steps": CLIENT_ENCODING}
 
 
 def _count(source: Source, codes: Spill, progress: Any) -> tuple[Spill, list[str]]:

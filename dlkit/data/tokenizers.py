@@ -135,6 +135,25 @@ def frame(tokenizer: Tokenizer, max_length: int | None, special: bool) -> Tokeni
     return tokenizer
 
 
+def save_for_clients(tokenizer: Tokenizer, pad_id: int, path: Path, max_length: int | None = None) -> dict[str, int]:
+    """Write a copy of the tokenizer that a client's `encode_batch(texts)` turns into exactly dlkit's model inputs:
+    framed and truncated as it is (see frame(); `max_length` truncates one that is not), padded to the longest
+    text with `pad_id`. Returns the special token ids it knows."""
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    if max_length:
+        copy.enable_truncation(max_length)
+    copy.enable_padding(pad_id=pad_id, pad_token=copy.id_to_token(pad_id) or "[PAD]")
+    copy.save(str(path))
+    return {name: index for name, index in special_ids(copy).items() if index is not None}
+
+
+# how a client encodes texts with the tokenizer.json of an export (model.json's preprocessing.steps)
+CLIENT_ENCODING = ("encodings = Tokenizer.from_file(tokenizer).encode_batch(texts) (sentence pairs: a list of "
+                   "(text, text_pair)); input_ids = [e.ids], attention_mask = [e.attention_mask], token_type_ids = "
+                   "[e.type_ids] for e in encodings, as int64 [batch, sequence]. The file frames, truncates to "
+                   "max_length and pads to the longest text exactly as dlkit does.")
+
+
 def encode_rows(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
                 special: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(token ids of every text one after another [int32], each text's length, segment ids [int8] of pairs), from

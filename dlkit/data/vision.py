@@ -53,6 +53,11 @@ class DigitsDataModule(DataModule):
         self.mean, self.std = float(state["mean"]), float(state["std"])
         self._spec = spec
 
+    def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
+        """Image files as load_image reads them; arrays in the dataset's own 0-16 scale."""
+        return image_steps((1, 8, 8), self.mean, self.std,
+                           arrays="an 8x8 array of values in the dataset's 0-16 scale: x = array / 16")
+
     def encode_inputs(self, raw: list[str]) -> torch.Tensor:
         """A batch from .npy arrays of 8x8 values in the dataset's 0-16 scale, or image files (resized to 8x8)."""
         images = []
@@ -150,10 +155,31 @@ class ImageDataModule(DataModule):
         self.class_names = list(spec.class_names or [])
         self._spec = spec
 
+    def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
+        """Image files as load_image reads them, normalised per channel."""
+        return image_steps(self.spec.input_shape, self.mean, self.std,
+                           arrays="a [C, H, W] array: x = array / 255 when its largest value is above 1, else as it is")
+
     def encode_inputs(self, raw: list[str]) -> torch.Tensor:
         """A batch of images from files (PNG/JPEG, resized to the training size) or .npy arrays."""
         shape = self.spec.input_shape
         return self._norm(torch.stack([load_image(Path(p), shape) for p in raw]))
+
+
+def image_steps(shape: tuple[int, ...], mean: Any, std: Any, arrays: str) -> dict[str, Any]:
+    """model.json's preprocessing of images: the steps of load_image and the normalisation, with their numbers."""
+    channels = shape[0]
+
+    def per_channel(value: Any) -> list[float]:
+        flat = torch.as_tensor(value, dtype=torch.float32).flatten().tolist()
+        return flat * channels if len(flat) == 1 else flat
+
+    return {"input": "image", "color_mode": "L" if channels == 1 else "RGB", "height": shape[1], "width": shape[2],
+            "resize": "bicubic", "scale": 1 / 255, "mean": per_channel(mean), "std": per_channel(std),
+            "layout": "float32 [batch, channels, height, width]",
+            "steps": (f"image file: convert to {'L' if channels == 1 else 'RGB'}, resize to width x height (PIL "
+                      "bicubic), x = pixels * scale as [channels, height, width]; array (.npy): " + arrays
+                      + "; then x = (x - mean[c]) / std[c] for each channel c")}
 
 
 def load_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
@@ -167,7 +193,7 @@ def load_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as image:
-        image = image.convert("L" if shape[0] == 1 else "RGB").resize((shape[2], shape[1]))
+        image = image.convert("L" if shape[0] == 1 else "RGB").resize((shape[2], shape[1]), Image.Resampling.BICUBIC)
         array = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array).reshape(shape[1], shape[2], shape[0]).permute(2, 0, 1).contiguous()
 

@@ -104,11 +104,12 @@ class TextCNN(nn.Module):
         if self._missing_vectors and self.training:
             raise FileNotFoundError(f"model.vectors_path={self._missing_vectors} does not exist: give a word2vec "
                                     "text or GloVe file to train with pre-trained vectors")
-        widest = max(self.filter_sizes)
-        if input_ids.shape[1] < widest:  # a batch of very short texts: pad so the widest filter fits
-            extra = widest - input_ids.shape[1]
-            input_ids = F.pad(input_ids, (0, extra), value=self.pad_id)
-            attention_mask = F.pad(attention_mask, (0, extra), value=0)
+        # room for the widest filter however short the texts: padding by widest - 1 always (not only when a
+        # batch is short) keeps the graph free of a data-dependent branch, so ONNX and TorchScript exports take
+        # one-token texts too; the added windows are masked below, so the logits do not change
+        extra = max(self.filter_sizes) - 1
+        input_ids = F.pad(input_ids, (0, extra), value=self.pad_id)
+        attention_mask = F.pad(attention_mask, (0, extra), value=0)
         # padding contributes zero vectors, as in the paper, whatever id it carries
         x = (self.embedding(input_ids) * attention_mask.unsqueeze(-1)).transpose(1, 2)  # [B, E, T]
         lengths = attention_mask.sum(dim=1, keepdim=True)  # [B, 1]

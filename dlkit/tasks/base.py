@@ -150,6 +150,11 @@ class Task(pl.LightningModule):
         """One record per input of a batch (DataModule.encode_inputs): what `dlkit predict` prints for it."""
         raise NotImplementedError(f"predict does not support {type(self).__name__} yet")
 
+    def client_postprocessing(self) -> dict[str, Any]:
+        """How a program outside dlkit turns the exported model's outputs into what `dlkit predict` prints: the
+        `postprocessing` entry of an export's model.json (the steps, with every number they use)."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its outputs for exports yet")
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params, **self._fused_choice(params))

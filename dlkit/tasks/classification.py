@@ -102,6 +102,10 @@ class ClassificationTask(Task):
     def test_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def client_postprocessing(self) -> dict[str, Any]:
+        return {"output": "logits [batch, classes]",
+                "steps": "probabilities = softmax(logits, axis=-1); label = labels[argmax(probabilities)]"}
+
     def predict_batch(self, inputs: torch.Tensor | dict[str, torch.Tensor], top_k: int = 1,
                       **_: Any) -> list[dict[str, Any]]:
         """Label and probability per input (and the top-k labels when top_k > 1)."""

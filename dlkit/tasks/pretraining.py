@@ -48,6 +48,11 @@ class PretrainingTask(Task):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def client_postprocessing(self) -> dict[str, Any]:
+        return {"output": "mlm_logits [batch, sequence, vocabulary], nsp_logits [batch, 2]",
+                "steps": ("at each position whose input id is the [MASK] id: probabilities = softmax(mlm_logits[b, "
+                          "position]); the fills are the top-k ids, as tokens of tokenizer.json (id_to_token)")}
+
     def predict_batch(self, batch: dict[str, torch.Tensor], top_k: int = 5, **_: Any) -> list[dict[str, Any]]:
         """The top-k fills of every [MASK] in each input."""
         if self._tokenizer is None:

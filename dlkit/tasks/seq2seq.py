@@ -89,6 +89,18 @@ class Seq2SeqTask(Task):
         longest = self.spec.extra.get("longest_target") or self.spec.max_length or cap
         return min(int(longest) + max(5, int(longest) // 10), cap)
 
+    def client_postprocessing(self) -> dict[str, Any]:
+        """Greedy decoding as Transformer.greedy does it, to the length dlkit decodes to."""
+        limit = self.decode_limit()
+        return {"output": "logits [batch, target, vocabulary] for the target prefix tgt_ids",
+                "bos_id": self.spec.bos_id, "eos_id": self.spec.eos_id, "pad_id": self.spec.pad_id,
+                "max_length": limit,
+                "steps": (f"tgt_ids = [[bos_id]]; repeat at most max_length - 1 = {limit - 1} times: next = "
+                          "argmax(logits[:, -1]) given src_ids, src_mask, tgt_ids and tgt_mask = ones like tgt_ids; "
+                          "append next; stop once every row has produced eos_id (after it, a row appends pad_id). "
+                          "Text: drop bos_id and pad_id, cut at the first eos_id, target_tokenizer.decode(ids). "
+                          "dlkit's beam search (beam_size > 1) is not part of the export.")}
+
     def _references(self, batch: dict[str, torch.Tensor], stage: str) -> list[str]:
         """The split's reference texts as written (comparable with sacreBLEU on raw references); re-decoded
         target ids when the dataset does not keep them."""
