@@ -2,7 +2,8 @@
 
 Every group, option and key is listed with its default. Descriptions are the comments in the files: the
 first comment line of a file describes the option, and the comment lines directly above a key (or after it
-on the same line) describe the key. A key without a comment is described by what it is passed to.
+on the same line) describe the key; when a rule of dlkit/schema.py covers the key, its valid values follow.
+Every key needs a comment (`_target_` and `_partial_` are described here): a key without one is an error.
 
     python tools/docs_reference.py            # write docs/reference/config.md
     python tools/docs_reference.py --check    # exit 1 when that file does not match conf/
@@ -20,6 +21,9 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # dlkit of this checkout (its schema imports no torch)
+from dlkit.schema import rule_for  # noqa: E402
+
 CONF_DIR = ROOT / "conf"
 OUTPUT = ROOT / "docs" / "reference" / "config.md"
 COMMAND = "python tools/docs_reference.py"
@@ -45,6 +49,7 @@ class Option:
     package: str | None
     defaults: list[tuple[str, str]]
     keys: list[Key]
+    uncommented: list[str]  # the keys of the file without a comment, by their path in it
 
 
 def show(value: Any) -> str:
@@ -78,23 +83,17 @@ def _prefix(group: str, package: str | None) -> list[str]:
     return [] if package == "_global_" else package.split(".")
 
 
-def _fallback(full: list[str], path: list[str], data: dict[str, Any], package: str | None) -> str:
-    """A description for a key without a comment: what its value is passed to."""
-    key = full[-1]
-    if key == "_target_":
-        return "The class or function this config builds (null: nothing is built)."
-    if key == "_partial_":
-        return "Built as a partial: dlkit passes the remaining arguments when training starts."
-    for depth in range(len(path) - 1, -1, -1):  # the nearest enclosing mapping that names a _target_
-        node = _lookup(data, path[:depth])
-        if isinstance(node, dict) and node.get("_target_"):
-            target = node["_target_"]
-            return f"Argument of `{target}`." if depth == len(path) - 1 else f"In `{path[depth]}`, given to `{target}`."
-    if full[-2:-1] == ["params"] and "hparams_search" in full:
-        return f"Search space of `{key}`."
-    if full[0] == "trainer":
-        return "Argument of `pytorch_lightning.Trainer`."
-    return "The value this option sets." if package == "_global_" else ""
+# the keys every config may have, described here rather than in each file
+BUILT = {
+    "_target_": "The class or function this config builds (null: nothing is built).",
+    "_partial_": "Built as a partial: dlkit passes the remaining arguments when training starts.",
+}
+
+
+def _with_range(comment: str, key: str) -> str:
+    """A key's comment, followed by its valid values when a rule of dlkit.schema covers the key."""
+    rule = rule_for(key)
+    return f"{comment.rstrip('.')}. Takes {rule.describe()}." if rule else comment
 
 
 BLOCKS = "_blocks"  # shared parents (`- /_blocks/loader@_here_`): their keys are listed in each option that names one
@@ -109,6 +108,7 @@ def parse_option(file: Path, group: str, conf_dir: Path | None = None) -> Option
     description, package, pending = "", None, []
     stack: list[tuple[int, str]] = []
     keys: list[Key] = []
+    uncommented: list[str] = []
     in_header = True
     for line in text.splitlines():
         stripped = line.strip()
@@ -142,14 +142,21 @@ def parse_option(file: Path, group: str, conf_dir: Path | None = None) -> Option
                 continue
             full = ".".join(_prefix(group, package) + path)
             inherited = shared.pop(full, None)
-            described = comment or (inherited.description if inherited else _fallback(full.split("."), path, data,
-                                                                                        package))
+            if comment:
+                described = _with_range(comment, full)
+            elif inherited is not None:  # a block's key: the block's comment (a missing one is the block's error)
+                described = inherited.description
+            else:
+                described = BUILT.get(key, "")
+                if not described:
+                    uncommented.append(".".join(path))
             keys.append(Key(full, show(value), described))
     if shared:  # the option's _target_ first, then the blocks' keys it does not set itself, then its own
         target = ".".join([*_prefix(group, package), "_target_"])
         keys = ([k for k in keys if k.path == target] + list(shared.values())
                 + [k for k in keys if k.path != target])
-    return Option(group, file.stem, description, package, _defaults(data.get("defaults") or [], group), keys)
+    return Option(group, file.stem, description, package, _defaults(data.get("defaults") or [], group), keys,
+                  uncommented)
 
 
 def _block_keys(entries: list[Any], group: str, conf_dir: Path) -> dict[str, Key]:
@@ -199,6 +206,18 @@ def collect(conf_dir: Path) -> tuple[list[Option], dict[str, list[Option]]]:
     return primary, dict(sorted(groups.items()))
 
 
+def uncommented(conf_dir: Path) -> list[str]:
+    """One line for each key of conf_dir (shared blocks included) that has no comment to describe it."""
+    conf_dir = Path(conf_dir)
+    lines = []
+    for file in sorted(conf_dir.rglob("*.yaml")):
+        group = file.parent.relative_to(conf_dir).as_posix()
+        name = f"{conf_dir.name}/{file.relative_to(conf_dir).as_posix()}"
+        lines += [f"{name}: key `{key}` has no comment: describe it in the line above"
+                  for key in parse_option(file, "" if group == "." else group, conf_dir).uncommented]
+    return lines
+
+
 def _md(text: str) -> str:
     """Text for a Markdown table cell: code spans kept, |, <, > and * escaped outside them."""
     parts = text.split("`")
@@ -223,8 +242,7 @@ def _key_table(keys: list[Key]) -> list[str]:
     if not keys:
         return ["No keys of its own.", ""]
     lines = ["| key | default | description |", "|---|---|---|"]
-    lines += [f"| {_code(k.path)} | {_code(k.default)} | {_md(k.description) or '(no comment in the file)'} |"
-              for k in keys]
+    lines += [f"| {_code(k.path)} | {_code(k.default)} | {_md(k.description)} |" for k in keys]
     return [*lines, ""]
 
 
@@ -243,8 +261,8 @@ def render(conf_dir: Path = CONF_DIR) -> str:
     lines = [
         "# Configuration reference", "",
         f"Generated from the YAML files in `conf/` by `{COMMAND}`; do not edit it by hand. Each description is",
-        "the comment above the key in its file; a key without one says what it is passed to. A test fails when",
-        "this page and `conf/` disagree.", "",
+        "the comment above the key in its file, followed by the values it takes when `dlkit/schema.py` checks",
+        "them. A test fails when this page and `conf/` disagree, or when a key has no comment.", "",
         "Choose an option with `GROUP=OPTION` and set a key with `KEY=VALUE`, using the dotted path shown",
         "(see [Concepts](../concepts.md)). `dlkit config show ...` prints the composed result.", "",
         "| group | options |", "|---|---|",
@@ -283,12 +301,17 @@ def render(conf_dir: Path = CONF_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the reference, or with --check report whether the written one is up to date (exit 1 if not)."""
+    """Write the reference, or with --check report whether the written one is up to date (exit 1 if not); either
+    way, a key without a comment is an error (exit 1, one line naming each such key and its file)."""
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="Do not write; exit 1 when the file is out of date.")
     parser.add_argument("--conf-dir", type=Path, default=CONF_DIR, help="The config folder to document.")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="The Markdown file to write or check.")
     args = parser.parse_args(argv)
+    missing = uncommented(args.conf_dir)
+    if missing:
+        print("\n".join(missing), file=sys.stderr)
+        return 1
     text = render(args.conf_dir)
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
