@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from dlkit.build import build_datamodule, build_task, build_trainer
 from dlkit.data.base import DataModule
+from dlkit.loggers.hparams import best_metric_name, log_config, log_results
 from dlkit.loggers.wandb_logger import finish_loggers
 from dlkit.tasks.base import Task
 
@@ -27,7 +28,8 @@ def train(cfg: DictConfig, ckpt_path: str | None = None,
 
     `callbacks` are added to the configured ones (sweeps add their pruning callback this way).
 
-    The returned dict holds `optimized_metric`: the best value of cfg.optimized_metric (what sweeps optimise).
+    The returned dict holds `optimized_metric`: the best value of cfg.optimized_metric (what sweeps optimise), also
+    under its own name (`best/val/acc`), as every logger has it.
     """
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -50,6 +52,7 @@ def train(cfg: DictConfig, ckpt_path: str | None = None,
 def _fit_and_test(cfg: DictConfig, datamodule: DataModule, task: Task, trainer: pl.Trainer,
                   ckpt_path: str | None) -> dict[str, float]:
     metrics: dict[str, float] = {}
+    log_config(trainer.loggers, cfg)
     if cfg.get("fit", True):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_floats(trainer.callback_metrics))
@@ -65,6 +68,9 @@ def _fit_and_test(cfg: DictConfig, datamodule: DataModule, task: Task, trainer: 
         metrics["optimized_metric"] = float(best)
     elif monitored in metrics:
         metrics["optimized_metric"] = metrics[monitored]
+    if "optimized_metric" in metrics and best_metric_name(cfg):
+        metrics[best_metric_name(cfg)] = metrics["optimized_metric"]
+    log_results(trainer.loggers, cfg, metrics, trainer.global_step)
     return metrics
 
 

@@ -68,6 +68,9 @@ def test_offline_run_logs_flat_config_and_final_metrics(tmp_path):
     assert logged["name"] == f"mlp-digits-{run.name.rsplit('-', 1)[1]}"
     assert set(logged["tags"]) == {"smoke", "wandb"}
     assert abs(logged["summary"]["test/acc"] - info["metrics"]["test/acc"]) < 1e-6
+    # the optimized metric's best value, named after the metric it is
+    assert logged["summary"]["best/val/acc"] == pytest.approx(info["metrics"]["best/val/acc"], abs=1e-6)
+    assert info["metrics"]["best/val/acc"] == info["metrics"]["optimized_metric"]
     assert (run / "metrics.csv").is_file()  # CSV stays on beside W&B
     assert run_record(run)["job_type"] == "train"
     saved = next((run / "wandb").glob("offline-run-*/files/dlkit_config.yaml"))
@@ -273,6 +276,42 @@ def test_tensorboard_keeps_metrics_csv_with_the_gradient_norm(tmp_path):
     from dlkit.runs.query import Run
 
     assert Run.load(run).curve("val/loss")  # what `dlkit runs compare --plot` draws
+
+
+@slow
+def test_tensorboard_hparams_compare_the_jobs_of_a_multirun(tmp_path):
+    """TensorBoard's HParams view (read as the plugin reads it, through tensorboard's event multiplexer): one
+    session per job with the flat config as hyperparameters, and the test metrics and best/val/acc as metrics."""
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    result = run_cli("train", "-m", *WANDB_QUICK, "logger=tensorboard", "optimizer.lr=0.001,0.003", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = run_folders(tmp_path)
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(runs[0].parent))
+    multiplexer.Reload()
+    content = multiplexer.PluginRunToTagToContent("hparams")
+    sessions = {}
+    for run_name, tags in content.items():
+        start = plugin_data_pb2.HParamsPluginData.FromString(tags["_hparams_/session_start_info"])
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(tags["_hparams_/experiment"])
+        metrics = {m.name.tag for m in experiment.experiment.metric_infos}
+        hparams = start.session_start_info.hparams
+        sessions[hparams["optimizer.lr"].number_value] = (run_name, metrics, hparams)
+    assert sorted(sessions) == [0.001, 0.003]
+    for lr, (run_name, metrics, hparams) in sessions.items():
+        assert {"test/acc", "test/loss", "best/val/acc"} <= metrics
+        assert hparams["model._target_"].string_value == "dlkit.models.mlp.MLP"
+        [run] = [r for r in runs if run_name.startswith(r.name)]
+        events = EventAccumulator(str(run / "tensorboard")).Reload()
+        best = summary(run)["metrics"]["best/val/acc"]
+        assert events.Scalars("best/val/acc")[-1].value == pytest.approx(best, abs=1e-6)
+        saved = yaml.safe_load((run / "tensorboard" / "hparams.yaml").read_text())
+        assert saved["optimizer.lr"] == lr and saved["data._target_"].endswith("DigitsDataModule")
+        assert "best/val/acc" in (run / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_print_result_shows_the_wandb_link_or_the_sync_command():
