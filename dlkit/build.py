@@ -22,7 +22,7 @@ from dlkit import redact
 from dlkit.callbacks import EpochSeeder
 from dlkit.data.base import DataModule
 from dlkit.data.spec import DataSpec
-from dlkit.errors import UsageError
+from dlkit.errors import DlkitError, UsageError
 from dlkit.interop import hf_bert
 from dlkit.runs.checkpoint_io import AtomicCheckpointIO
 from dlkit.tasks.base import Task
@@ -62,7 +62,14 @@ def build_model(model_cfg: Any, spec: DataSpec) -> tuple[nn.Module, dict[str, An
 
 def build_datamodule(cfg: DictConfig, setup: bool = True) -> DataModule:
     """The datamodule; with `setup`, prepared and set up so that its spec is known."""
-    datamodule: DataModule = instantiate(cfg.data, _convert_="all")
+    from hydra.errors import InstantiationException
+
+    try:
+        datamodule: DataModule = instantiate(cfg.data, _convert_="all")
+    except InstantiationException as err:  # a data.* value the constructor refused: its own one-line error
+        if isinstance(err.__cause__, DlkitError):
+            raise err.__cause__ from None
+        raise
     if setup:
         datamodule.prepare_data()
         datamodule.setup("fit")

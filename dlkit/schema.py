@@ -201,7 +201,9 @@ BATCH_LIMITS = ("trainer.limit_train_batches", "trainer.limit_val_batches", "tra
 CHOICES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "logger.mode": (("auto", "online", "offline", "disabled"), None),
     "matmul_precision": (("highest", "high", "medium"), "torch's default"),
-    "data.format": (("csv", "tsv", "jsonl", "parquet"), "from the file's suffix"),
+    # the formats of data/tables.py
+    "data.format": (("csv", "tsv", "jsonl", "parquet", "label_text"), "from the file's suffix"),
+    "data.text_per": (("file", "line"), "file for data.root, line for data.files"),
 }
 WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
 

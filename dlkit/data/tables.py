@@ -29,12 +29,18 @@ JSON_ROWS = 65536
 Chunk = dict[str, list[str]]
 
 
+# formats a suffix does not tell: `LABEL TEXT` lines (the label, a space, the text; fastText's __label__ prefix too)
+NAMED_FORMATS = ("label_text",)
+
+
 def file_format(path: Path, given: str | None) -> str:
-    """csv, tsv, jsonl or parquet: `given`, else from the file's suffix."""
+    """csv, tsv, jsonl, parquet or label_text: `given`, else from the file's suffix."""
     fmt = given or FORMATS.get(path.suffix.lower())
-    if fmt not in ("csv", "tsv", "jsonl", "parquet"):
-        raise UsageError(f"{path}: unknown format; name it .csv, .tsv, .jsonl or .parquet, or set "
-                         "data.format=csv|tsv|jsonl|parquet.")
+    if fmt not in ("csv", "tsv", "jsonl", "parquet", *NAMED_FORMATS):
+        choices = ("csv", "tsv", "jsonl", "parquet", *NAMED_FORMATS)
+        hint = did_you_mean(given, choices) if given else ""
+        raise UsageError(f"{path}: unknown format{f' {given!r}' if given else ''}; name it .csv, .tsv, .jsonl or "
+                         f".parquet, or set data.format={'|'.join(choices)}.{hint}")
     return fmt
 
 
@@ -56,6 +62,8 @@ def read_columns(path: Path, columns: Sequence[str], fmt: str | None = None, hea
         return _json_chunks(path, columns, encoding)
     if fmt == "parquet":
         return _parquet_chunks(path, columns)
+    if fmt == "label_text":
+        return _label_text_chunks(path, columns, encoding)
     return _delimited_chunks(path, columns, fmt, header, encoding)
 
 
@@ -79,10 +87,10 @@ def _first_record(path: Path, fmt: str, encoding: str) -> list[str] | None:
         try:
             return next((fields for fields in _python_reader(handle, fmt)[0] if fields), None)
         except UnicodeDecodeError as err:
-            raise _not_encoded(path, encoding, err) from err
+            raise not_encoded(path, encoding, err) from err
 
 
-def _not_encoded(path: Path, encoding: str, err: UnicodeDecodeError) -> UsageError:
+def not_encoded(path: Path, encoding: str, err: UnicodeDecodeError) -> UsageError:
     hint = "latin-1" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else "utf-8"
     return UsageError(f"{path} is not {encoding} text (byte {err.object[err.start:err.start + 1]!r} cannot be "
                       f"decoded): set data.encoding={hint} (or the file's encoding).")
@@ -183,7 +191,7 @@ def _diagnose(path: Path, columns: list[str], fmt: str, header: bool, encoding: 
                     raise DlkitError(f"{path}: row {number} is missing its {columns[0]!r} or {columns[1]!r} value"
                                      if len(columns) > 1 else f"{path}: row {number} is missing its {columns[0]!r}")
         except UnicodeDecodeError as err:
-            raise _not_encoded(path, encoding, err) from err
+            raise not_encoded(path, encoding, err) from err
 
 
 def _json_chunks(path: Path, columns: list[str], encoding: str) -> Iterator[Chunk]:
@@ -214,11 +222,35 @@ def _json_chunks(path: Path, columns: list[str], encoding: str) -> Iterator[Chun
                         yield chunk
                         chunk = {c: [] for c in columns}
         except UnicodeDecodeError as err:
-            raise _not_encoded(path, encoding, err) from err
+            raise not_encoded(path, encoding, err) from err
         if chunk[columns[0]]:
             yield chunk
 
     return chunks()
+
+
+def _label_text_chunks(path: Path, columns: list[str], encoding: str) -> Iterator[Chunk]:
+    """`LABEL TEXT` lines (Kim 2014's subj/cr/mpqa files, fastText's `__label__pos text`): columns label, text."""
+    unknown = [c for c in columns if c not in ("label", "text")]
+    if unknown:
+        raise UsageError(f"data.format=label_text has the columns label and text, not {', '.join(unknown)}: set "
+                         "data.text_column=text data.label_column=label.")
+
+    def rows() -> Iterator[tuple[str, str]]:
+        try:
+            with open(path, encoding=encoding) as handle:
+                for number, line in enumerate(handle, 1):
+                    fields = line.split(None, 1)
+                    if not fields:
+                        continue
+                    if len(fields) < 2:
+                        raise DlkitError(f"{path}:{number}: a label without a text ({fields[0]!r}); each line of "
+                                         "data.format=label_text is `LABEL TEXT`.")
+                    yield fields[0].removeprefix("__label__"), fields[1].strip()
+        except UnicodeDecodeError as err:
+            raise not_encoded(path, encoding, err) from err
+
+    return ({c: chunk[c] for c in columns} for chunk in chunks_of(rows(), ("label", "text"), JSON_ROWS))
 
 
 def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[Chunk]:
