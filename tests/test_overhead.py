@@ -170,13 +170,12 @@ def test_every_data_config_sets_workers_and_pinned_memory(tmp_path):
     import inspect
 
     from hydra.utils import get_class
-    from omegaconf import OmegaConf
 
-    from dlkit.config import config_groups
+    from dlkit.config import compose, config_groups
     from dlkit.data.base import DataModule
 
     for option in config_groups()["data"]:
-        node = OmegaConf.load(option.path)
+        node = compose([f"data={option.name}"]).data  # the loader block's keys and the option's own
         assert "num_workers" in node and node.pin_memory is None, option.name
         cls = get_class(node._target_)
         assert issubclass(cls, DataModule)

@@ -80,7 +80,7 @@ def test_label_text_lines(tmp_path):
     (["data.root=ROOT/aclImdb/train", "data.classes=[pos,neutral]"], "has no sub-folder 'neutral' (data.classes)"),
     (["data.root=ROOT/aclImdb/train", "data.classes=[pos,neg]", "data.pattern=*.md"],
      "the class folder pos/ has no files matching data.pattern='*.md'"),
-    (["data.root=ROOT/aclImdb/train", "data.text_per=paragraph"], "data.text_per='paragraph': choose file"),
+    (["data.root=ROOT/aclImdb/train", "data.text_per=paragraph"], "data.text_per=paragraph: choose file, line"),
     (["data.files={pos: ROOT/nope.pos, neg: ROOT/nope.neg}"], "data.files.pos=ROOT/nope.pos: no such file"),
 ])
 def test_bad_layouts_fail_with_one_line_before_a_run_folder_exists(tmp_path, overrides, message):

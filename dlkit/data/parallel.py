@@ -8,7 +8,6 @@ side), and stores every pair's ids and its reference text as written (for BLEU) 
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from dlkit.data.progress import preparing
 from dlkit.data.ragged import Ragged, Strings, clip_rows, frame_rows, pad_rows
 from dlkit.data.spec import DataSpec
 from dlkit.data.store import Store, StoreWriter, prepared
-from dlkit.data.tables import chunks_of
+from dlkit.data.tables import read_pairs
 from dlkit.data.tokenizers import encode_rows, fingerprint, save_for_clients, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
 
@@ -258,53 +257,6 @@ class Seq2SeqDataModule(DataModule):
 
 
 # -- sources -----------------------------------------------------------------------------------------------
-def read_pairs(path: str | Path, target_path: str | Path | None = None) -> Iterator[dict[str, list[str]]]:
-    """Chunks of pairs from a TSV file (source TAB target per line) or from two line-aligned files, streamed."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(f"data file {path} does not exist.")
-    if target_path is not None:
-        target_path = Path(target_path).expanduser()
-        if not target_path.is_file():
-            raise UsageError(f"data file {target_path} does not exist.")
-        return _aligned(path, target_path)
-    return _tsv(path)
-
-
-def _aligned(path: Path, target_path: Path) -> Iterator[dict[str, list[str]]]:
-    def aligned(sources: Any, targets: Any) -> Iterator[tuple[str, str]]:
-        for number, (source, target) in enumerate(_zip_lines(sources, targets), 1):
-            if source is None or target is None:
-                longer, shorter = (path, target_path) if target is None else (target_path, path)
-                raise DlkitError(f"{longer} has more lines than {shorter} (line {number}): the files are not aligned.")
-            yield source, target
-
-    with open(path, encoding="utf-8") as sources, open(target_path, encoding="utf-8") as targets:
-        yield from chunks_of(aligned(sources, targets), ("src", "tgt"), ENCODE_ROWS)
-
-
-def _zip_lines(a: Any, b: Any) -> Iterator[tuple[str | None, str | None]]:
-    from itertools import zip_longest
-
-    for left, right in zip_longest(a, b):
-        yield (left.rstrip("\r\n") if left is not None else None), (right.rstrip("\r\n") if right is not None else None)
-
-
-def _tsv(path: Path) -> Iterator[dict[str, list[str]]]:
-    chunk: dict[str, list[str]] = {"src": [], "tgt": []}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            if len(row) < 2:
-                raise DlkitError(f"{path}:{number}: expected source TAB target")
-            chunk["src"].append(row[0])
-            chunk["tgt"].append(row[1])
-            if len(chunk["src"]) == ENCODE_ROWS:
-                yield chunk
-                chunk = {"src": [], "tgt": []}
-    if chunk["src"]:
-        yield chunk
-
-
 class ParallelTextDataModule(Seq2SeqDataModule):
     """Your pairs: TSV files (source TAB target) or two aligned files per split; val/test optional."""
 

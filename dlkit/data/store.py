@@ -238,6 +238,15 @@ class Spill:
         for start in range(0, self.count, size):
             yield start, self.read(start, start + size)
 
+    def counts(self, values: int, parts: np.ndarray | None = None, splits: int = 1) -> np.ndarray:
+        """[splits, values]: how many rows of each value (a label code) went to each split (`parts`: the split of
+        each row; None: all to the first), counted a block at a time."""
+        counts = np.zeros((splits, values), dtype=np.int64)
+        for start, block in self.blocks():
+            where = parts[start:start + len(block)] if parts is not None else np.zeros(len(block), dtype=np.int8)
+            counts += np.bincount(where.astype(np.int64) * values + block, minlength=counts.size).reshape(counts.shape)
+        return counts
+
 
 @contextmanager
 def _locked(path: Path) -> Iterator[bool]:

@@ -1,5 +1,6 @@
-"""Columns of a CSV, TSV, JSON Lines or Parquet file, streamed in chunks of rows (lists of strings), with one-line
-errors naming the file, the row and the fix.
+"""Columns of a CSV, TSV, JSON Lines, Parquet or `LABEL TEXT` file, and the sentence pairs of a parallel corpus (a
+TSV or two aligned files), streamed in chunks of rows (lists of strings), with one-line errors naming the file, the
+row and the fix.
 
 CSV and TSV are parsed by Arrow's multi-threaded reader (pyarrow.csv) one piece of the file at a time (about
 PIECE bytes cut at a record boundary): Arrow's streaming reader reads far ahead of its consumer and would hold much
@@ -17,6 +18,7 @@ import csv
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from dlkit.errors import DlkitError, UsageError, did_you_mean
 
@@ -26,6 +28,8 @@ BLOCK = 16 << 20
 # bytes of a CSV/TSV file handed to Arrow at once (cut at the last record boundary inside)
 PIECE = 32 << 20
 JSON_ROWS = 65536
+# sentence pairs of a parallel corpus per chunk
+PAIR_ROWS = 16384
 Chunk = dict[str, list[str]]
 
 
@@ -289,4 +293,52 @@ def chunks_of(rows: Iterable[Sequence[str]], keys: Sequence[str], size: int) -> 
             yield chunk
             chunk = {key: [] for key in keys}
     if chunk[keys[0]]:
+        yield chunk
+
+
+# -- sentence pairs ----------------------------------------------------------------------------------------
+def read_pairs(path: str | Path, target_path: str | Path | None = None) -> Iterator[dict[str, list[str]]]:
+    """Chunks of pairs from a TSV file (source TAB target per line) or from two line-aligned files, streamed."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist.")
+    if target_path is not None:
+        target_path = Path(target_path).expanduser()
+        if not target_path.is_file():
+            raise UsageError(f"data file {target_path} does not exist.")
+        return _aligned(path, target_path)
+    return _tsv(path)
+
+
+def _aligned(path: Path, target_path: Path) -> Iterator[dict[str, list[str]]]:
+    def aligned(sources: Any, targets: Any) -> Iterator[tuple[str, str]]:
+        for number, (source, target) in enumerate(_zip_lines(sources, targets), 1):
+            if source is None or target is None:
+                longer, shorter = (path, target_path) if target is None else (target_path, path)
+                raise DlkitError(f"{longer} has more lines than {shorter} (line {number}): the files are not aligned.")
+            yield source, target
+
+    with open(path, encoding="utf-8") as sources, open(target_path, encoding="utf-8") as targets:
+        yield from chunks_of(aligned(sources, targets), ("src", "tgt"), PAIR_ROWS)
+
+
+def _zip_lines(a: Any, b: Any) -> Iterator[tuple[str | None, str | None]]:
+    from itertools import zip_longest
+
+    for left, right in zip_longest(a, b):
+        yield (left.rstrip("\r\n") if left is not None else None), (right.rstrip("\r\n") if right is not None else None)
+
+
+def _tsv(path: Path) -> Iterator[dict[str, list[str]]]:
+    chunk: dict[str, list[str]] = {"src": [], "tgt": []}
+    with open(path, encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if len(row) < 2:
+                raise DlkitError(f"{path}:{number}: expected source TAB target")
+            chunk["src"].append(row[0])
+            chunk["tgt"].append(row[1])
+            if len(chunk["src"]) == PAIR_ROWS:
+                yield chunk
+                chunk = {"src": [], "tgt": []}
+    if chunk["src"]:
         yield chunk

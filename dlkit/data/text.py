@@ -177,12 +177,12 @@ class TextClassificationDataModule(DataModule):
         if not codes.count:
             raise DlkitError(self.empty("train"))
         # how many training-file rows of each label code each split got (a row of it per split, train first)
-        by_split = _label_counts(codes, len(names), parts, 1 + len(missing))
+        by_split = codes.counts(len(names), parts, 1 + len(missing))
         labels = sorted(names[c] for c in np.flatnonzero(by_split[0]))
         for name in ("val", "test"):
             if name in counted:
                 own, known = counted[name]
-                present = _label_counts(own, len(known))[0]
+                present = own.counts(len(known))[0]
             else:
                 known, present = names, by_split[1 + missing.index(name)]
             if not present.sum():
@@ -294,16 +294,6 @@ def _count(source: Source, codes: Spill, progress: Any) -> tuple[Spill, list[str
         codes.append(np.fromiter((index.setdefault(v, len(index)) for v in labels), dtype=np.int32, count=len(labels)))
         progress.advance(len(labels))
     return codes, list(index)
-
-
-def _label_counts(codes: Spill, labels: int, parts: np.ndarray | None = None, splits: int = 1) -> np.ndarray:
-    """[splits, labels]: how many rows of each label code went to each split (`parts`: the split of each row; None:
-    all to the first), counted a block of codes at a time."""
-    counts = np.zeros((splits, labels), dtype=np.int64)
-    for start, block in codes.blocks():
-        where = parts[start:start + len(block)] if parts is not None else np.zeros(len(block), dtype=np.int8)
-        counts += np.bincount(where.astype(np.int64) * labels + block, minlength=counts.size).reshape(counts.shape)
-    return counts
 
 
 # -- sources ---------------------------------------------------------------------------------------------
