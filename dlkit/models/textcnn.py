@@ -45,6 +45,21 @@ def load_vectors(path: str | Path, vocab: dict[str, int], dim: int) -> tuple[tor
     return matrix, hits
 
 
+@torch.jit.script_if_tracing
+def pad_to_width(input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int,
+                 pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of texts shorter than the widest filter, padded to its width (longer batches as they are).
+
+    Scripted when traced, so that ONNX and TorchScript exports keep the branch (a plain `if` would be frozen to
+    the traced batch's length, and one-token texts would fail in ONNX Runtime).
+    """
+    if input_ids.shape[1] < width:
+        extra = width - input_ids.shape[1]
+        input_ids = F.pad(input_ids, [0, extra], value=float(pad_id))
+        attention_mask = F.pad(attention_mask, [0, extra], value=0.0)
+    return input_ids, attention_mask
+
+
 class TextCNN(nn.Module):
     """embedding -> conv(k) + ReLU for each width k -> max over time -> concat -> dropout -> linear."""
 
@@ -104,12 +119,7 @@ class TextCNN(nn.Module):
         if self._missing_vectors and self.training:
             raise FileNotFoundError(f"model.vectors_path={self._missing_vectors} does not exist: give a word2vec "
                                     "text or GloVe file to train with pre-trained vectors")
-        # room for the widest filter however short the texts: padding by widest - 1 always (not only when a
-        # batch is short) keeps the graph free of a data-dependent branch, so ONNX and TorchScript exports take
-        # one-token texts too; the added windows are masked below, so the logits do not change
-        extra = max(self.filter_sizes) - 1
-        input_ids = F.pad(input_ids, (0, extra), value=self.pad_id)
-        attention_mask = F.pad(attention_mask, (0, extra), value=0)
+        input_ids, attention_mask = pad_to_width(input_ids, attention_mask, max(self.filter_sizes), self.pad_id)
         # padding contributes zero vectors, as in the paper, whatever id it carries
         x = (self.embedding(input_ids) * attention_mask.unsqueeze(-1)).transpose(1, 2)  # [B, E, T]
         lengths = attention_mask.sum(dim=1, keepdim=True)  # [B, 1]
