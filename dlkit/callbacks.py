@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelSummary, RichProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import grad_norm
 
-from dlkit.errors import Stopped, stop_request
+from dlkit.errors import Stopped, UsageError, did_you_mean, stop_request
 from dlkit.tasks.base import resumed_mid_epoch
 
 
@@ -209,6 +210,29 @@ class ModelSummaryLine(ModelSummary):
         detail = f", {get_human_readable_count(frozen)} frozen" if frozen else ""
         console.print(f"Model: {model}, {get_human_readable_count(total_parameters).strip()} parameters"
                       f"{detail} ({model_size:.1f} MB)", markup=False)
+
+
+class MaxNorm(pl.Callback):
+    """A max-norm constraint (Kim 2014; Srivastava et al. 2014): after each training step, every row of the named
+    weights (one output unit's incoming weights) whose L2 norm is above `max_norm` is scaled back to it."""
+
+    def __init__(self, parameters: list[str], max_norm: float = 3.0) -> None:
+        self.names, self.max_norm = list(parameters), float(max_norm)
+        self.weights: list[torch.nn.Parameter] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        named = dict(pl_module.named_parameters())
+        unknown = [n for n in self.names if n not in named]
+        if unknown:
+            raise UsageError(f"callbacks.max_norm: the task has no parameter {unknown[0]!r}."
+                             f"{did_you_mean(unknown[0], named)}")
+        self.weights = [named[n] for n in self.names]
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        for weight in self.weights:
+            weight.renorm_(p=2, dim=0, maxnorm=self.max_norm)
 
 
 class GradNormMonitor(pl.Callback):

@@ -9,6 +9,7 @@ multirun unless fail_fast is set.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from rich.table import Table
 
 from dlkit import launcher, redact, runner, ui
 from dlkit.config import expand_sweep
-from dlkit.errors import DlkitError, Stopped, stop_on_signals
+from dlkit.errors import DlkitError, Stopped, UsageError, stop_on_signals
 from dlkit.runs import query, records
 
 console = ui.console
@@ -30,6 +31,9 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
           fail_fast: bool = False) -> list[runner.Job]:
     """Run one job, or every job of a multirun; return the jobs with their outcomes."""
     ui.quiet_third_party()
+    folds = _folds_to_run(overrides, config_dir)
+    if folds:  # k-fold cross-validation: a multirun over the folds
+        overrides, multirun = [*overrides, f"cv.fold={','.join(map(str, range(folds)))}"], True
     if not multirun:
         job = runner.compose_job(overrides, config_dir)
         if not job.cfg.get("resume"):
@@ -74,6 +78,33 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     return jobs
 
 
+def _folds_to_run(overrides: list[str], config_dir: str | None) -> int:
+    """cv.folds when every fold is to run (cv.fold not given); 0 otherwise."""
+    cfg = runner.compose_job(expand_sweep(overrides)[0], config_dir).cfg
+    cv = cfg.get("cv") or {}
+    if not cv.get("folds") or cv.get("fold") is not None:
+        return 0
+    if any(o.startswith(("hparams_search=", "cv.folds=")) and "," in o for o in overrides):
+        raise UsageError("cv.folds runs the folds as a multirun itself: sweep other keys with -m, not cv.folds or "
+                         "an hparams_search.")
+    return int(cv.folds)
+
+
+def cross_validation(jobs: list[runner.Job]) -> dict[str, Any] | None:
+    """Each test metric's mean and standard deviation (n - 1) over the folds that finished; None: not a CV run."""
+    folds = (jobs[0].cfg.get("cv") or {}).get("folds") if jobs else None
+    if not folds:
+        return None
+    done = [j for j in jobs if j.status == "finished"]
+    names = sorted({k for j in done for k in j.metrics if k.startswith(("test/", "best/"))})
+    metrics = {}
+    for name in names:
+        values = [j.metrics[name] for j in done if name in j.metrics]
+        metrics[name] = {"mean": statistics.fmean(values),
+                         "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+    return {"folds": int(folds), "finished": len(done), "metrics": metrics}
+
+
 def _launch_elsewhere(jobs: list[runner.Job], root: Path, config_dir: str | None) -> list[runner.Job]:
     """Submit the jobs through the configured launcher (SLURM via submitit) and collect their outcomes."""
     folders = [records.job_folder(root, number) for number in range(len(jobs))]
@@ -91,13 +122,21 @@ def _launch_elsewhere(jobs: list[runner.Job], root: Path, config_dir: str | None
 def _write_multirun(root: Path, jobs: list[runner.Job]) -> None:
     """multirun.json (every job's overrides, status, metric, error) and the same as a Markdown table (best marked)."""
     done = [_job_record(n, j) for n, j in enumerate(jobs)]
-    records.write_json(root / "multirun.json", {"jobs": done})
+    folds = cross_validation(jobs)
+    records.write_json(root / "multirun.json", {"jobs": done, **({"cross_validation": folds} if folds else {})})
     header = ["job", "overrides", "status", "optimized_metric", "value", "error"]
     rows = [[r["job"], " ".join(r["overrides"]), r["status"], r["optimized_metric"], r["value"], r["error"]]
             for r in done]
     best = query.best_index([r["value"] for r in done], jobs[0].cfg.get("optimized_metric") or "")
-    (root / "summary.md").write_text(ui.render_table(header, rows, "markdown", highlight=best, mark_best=True) + "\n",
-                                     encoding="utf-8")
+    text = ui.render_table(header, rows, "markdown", highlight=best, mark_best=True) + "\n"
+    if folds:
+        text += "\n" + ui.render_table(["metric", "mean", "std", "folds"], _fold_rows(folds), "markdown") + "\n"
+    (root / "summary.md").write_text(text, encoding="utf-8")
+
+
+def _fold_rows(folds: dict[str, Any]) -> list[list[Any]]:
+    return [[name, f"{m['mean']:.4f}", f"{m['std']:.4f}", f"{len(m['values'])}/{folds['folds']}"]
+            for name, m in folds["metrics"].items()]
 
 
 def _job_record(number: int, job: runner.Job) -> dict[str, Any]:
@@ -121,6 +160,14 @@ def print_jobs(jobs: list[runner.Job], root: Path) -> None:
         status = escape(job.status) if job.status != "failed" else f"[red]failed[/]: {escape(str(job.error))}"
         table.add_row(str(number), escape(redact.text(" ".join(job.overrides)) or "(defaults)"), shown, status)
     console.print(table)
+    folds = cross_validation(jobs)
+    if folds:
+        summary = Table(title=f"Cross-validation over {folds['folds']} folds", header_style="bold")
+        for column in ("metric", "mean", "std", "folds"):
+            summary.add_column(column)
+        for row in _fold_rows(folds):
+            summary.add_row(*map(escape, row))
+        console.print(summary)
 
 
 @dataclass

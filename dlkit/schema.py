@@ -204,6 +204,7 @@ CHOICES: dict[str, tuple[tuple[str, ...], str | None]] = {
     # the formats of data/tables.py
     "data.format": (("csv", "tsv", "jsonl", "parquet", "label_text"), "from the file's suffix"),
     "data.text_per": (("file", "line"), "file for data.root, line for data.files"),
+    "data.tokenizer.clean": (("kim2014",), "no cleaning"),
 }
 WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
 

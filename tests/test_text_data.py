@@ -10,8 +10,9 @@ import torch
 
 from dlkit.data.base import BucketSampler
 from dlkit.data.hf_text import HFTextDataModule
+from dlkit.data.synthetic_text import SyntheticSentimentDataModule, synthetic_review
 from dlkit.data.tables import read_columns
-from dlkit.data.text import SyntheticSentimentDataModule, TextFilesDataModule, synthetic_review
+from dlkit.data.text import TextFilesDataModule
 from dlkit.errors import DlkitError, UsageError
 
 

@@ -55,6 +55,27 @@ def split_assignment(n: int, fractions: tuple[float, ...], seed: int) -> np.ndar
     return parts
 
 
+def fold_assignment(codes: Any, folds: int, fold: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Which part each row falls in for one fold of a k-fold cross-validation (0: train, 1: validation, 2: test):
+    the rows are dealt into `folds` folds label by label (stratified: each fold has each label's share, sizes
+    within one row), fold `fold` is the test, and `val_fraction` of the other rows, drawn at random, validate.
+    `codes` (a Spill of label codes) is read a block at a time; the same (codes, folds, seed) give the same folds.
+    """
+    labels = np.concatenate([block for _, block in codes.blocks()]) if codes.count else np.zeros(0, np.int32)
+    rng = np.random.default_rng(seed)
+    of_fold = np.empty(len(labels), dtype=np.int64)
+    dealt = 0  # rows dealt so far: the next label starts where the last one stopped, so folds stay within one row
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        of_fold[rows] = (dealt + np.arange(len(rows))) % folds
+        dealt += len(rows)
+    parts = np.zeros(len(labels), dtype=np.int8)
+    parts[of_fold == fold] = 2
+    rest = np.flatnonzero(of_fold != fold)
+    parts[rng.choice(rest, size=int(round(val_fraction * len(rest))), replace=False)] = 1
+    return parts
+
+
 def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[list[int]]:
     """The indices of each part of split_assignment, in order."""
     parts = split_assignment(n, fractions, seed)

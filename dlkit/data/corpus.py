@@ -213,7 +213,8 @@ class CorpusDataModule(DataModule):
         super().__init__(batch_size, num_workers, pin_memory)
         self.corpus_file, self.synthetic, self.max_length = corpus_file, synthetic_documents, max_length
         self.settings = {"kind": "wordpiece", "vocab_size": 8000, "min_frequency": 1, "lowercase": True,
-                         "path": None, **(tokenizer or {})}
+                         "path": None, **{k: v for k, v in (tokenizer or {}).items()
+                                          if not (k == "clean" and v is None)}}  # (old stores keep their keys)
         self.mask_probability, self.fractions, self.seed = mask_probability, (val_fraction, test_fraction), seed
         self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")
         self.tokenizer = None

@@ -11,7 +11,6 @@ the memory-mapped store, padded to their longest text, optionally bucketed by le
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dlkit.data.base import Batch, BucketSampler, DataModule, split_assignment
+from dlkit.data.base import Batch, BucketSampler, DataModule, fold_assignment, split_assignment
 from dlkit.data.progress import preparing
 from dlkit.data.ragged import Ragged
 from dlkit.data.spec import DataSpec
 from dlkit.data.store import Spill, Store, StoreWriter, prepared
-from dlkit.data.tables import Chunk, chunks_of, read_columns
+from dlkit.data.tables import Chunk, read_columns
 from dlkit.data.tokenizers import (
     CLIENT_ENCODING,
     encode_rows,
@@ -85,10 +84,17 @@ class TextClassificationDataModule(DataModule):
     def __init__(self, batch_size: int = 64, tokenizer: dict[str, Any] | None = None, max_length: int | None = 256,
                  add_special_tokens: bool = False, bucketing: bool = False, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, split_seed: int = 0, cache_dir: str | None = None,
-                 num_workers: int | None = 0, pin_memory: bool | None = None) -> None:
+                 num_workers: int | None = 0, pin_memory: bool | None = None, folds: int | None = None,
+                 fold: int | None = None) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        if (folds is None) != (fold is None) or (folds is not None and not (folds >= 2 and 0 <= fold < folds)):
+            raise UsageError(f"cv.folds={folds} cv.fold={fold}: cross-validation needs folds >= 2 and a fold in "
+                             "0 .. folds - 1 (cv.folds=10 runs every fold).")
+        self.folds, self.fold = folds, fold
+        # a null `clean` is left out, so that stores prepared before the setting existed keep their keys
         self.tokenizer_settings = {"kind": "word", "vocab_size": 30000, "min_frequency": 1, "lowercase": True,
-                                   "path": None, **(tokenizer or {})}
+                                   "path": None, **{k: v for k, v in (tokenizer or {}).items()
+                                                    if not (k == "clean" and v is None)}}
         self.max_length, self.add_special_tokens, self.bucketing = max_length, add_special_tokens, bucketing
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")
@@ -119,8 +125,9 @@ class TextClassificationDataModule(DataModule):
     # -- setup -----------------------------------------------------------------------------------------
     def store_key(self) -> str:
         """The store's name: every input that changes the ids (the files by path, size and time)."""
+        folds = [self.folds, self.fold] if self.folds else []  # (absent without cross-validation: old keys stay)
         return fingerprint("text-classification", self.source_id(), self.tokenizer_settings, self.max_length,
-                           self.framed, self.val_fraction, self.test_fraction, self.split_seed)
+                           self.framed, self.val_fraction, self.test_fraction, self.split_seed, *folds)
 
     def prepare(self) -> tuple[Store, bool]:
         """The token store of this data (built now if needed); (store, whether it was built now)."""
@@ -154,8 +161,13 @@ class TextClassificationDataModule(DataModule):
             missing = [name for name in ("val", "test") if name not in counted]
             cut = [self.val_fraction if name == "val" else self.test_fraction for name in missing]
             # which split each training row goes to (0: train, k: missing[k - 1]); None: all of them to train
-            parts = split_assignment(counted["train"][0].count, (1.0 - sum(cut), *cut), self.split_seed) \
-                if missing else None
+            if self.folds:
+                missing = self._fold_splits(counted)
+                parts = fold_assignment(counted["train"][0], self.folds, self.fold, self.val_fraction,
+                                        self.split_seed)
+            else:
+                parts = split_assignment(counted["train"][0].count, (1.0 - sum(cut), *cut), self.split_seed) \
+                    if missing else None
             labels = self._labels(counted, parts, missing)
             tokenizer = self._tokenizer(sources["train"], parts, show)
             frame(tokenizer, self.max_length, self.framed)
@@ -169,6 +181,14 @@ class TextClassificationDataModule(DataModule):
         for name in SPLITS:
             writer.empty_split(name)
         return {"labels": labels, "source": self.source_id()}
+
+    def _fold_splits(self, counted: dict[str, Any]) -> list[str]:
+        """The splits a fold cuts out of the training rows; a given validation or test set cannot be cut too."""
+        given = [name for name in ("val", "test") if name in counted]
+        if given:
+            raise UsageError(f"cv.folds={self.folds} cuts the test (and validation) rows out of the training data, "
+                             f"but the data has its own {given[0]} split: drop it (e.g. data.{given[0]}_file).")
+        return ["val", "test"]
 
     def _labels(self, counted: dict[str, tuple[Spill, list[str]]], parts: np.ndarray | None,
                 missing: list[str]) -> list[str]:
@@ -343,53 +363,3 @@ class TextFilesDataModule(TextClassificationDataModule):
                    if v != {"header": True, "encoding": "utf-8"}[k]}
         return [str(Path(p).expanduser()) for p in self.files.values() if p] + [self.columns] + (
             [reading] if reading else [])
-
-
-# -- the offline default --------------------------------------------------------------------------------
-SUBJECTS = ["the movie", "the film", "the plot", "the acting", "the music", "the story", "the ending", "the cast",
-            "the script", "the director", "the camera work", "the dialogue"]
-POSITIVE = ["good", "great", "wonderful", "excellent", "brilliant", "moving", "superb", "delightful", "fun"]
-NEGATIVE = ["bad", "awful", "boring", "terrible", "dull", "weak", "poor", "clumsy", "tedious"]
-VERBS = ["was", "is", "seemed", "felt"]
-INTENSIFIERS = ["", "", "very", "really", "truly", "quite"]
-
-
-def synthetic_review(rng: random.Random) -> tuple[str, str]:
-    """A made-up review and its label: a clause is positive unless its adjective or a `not` makes it negative,
-    and after `but` the second clause decides. Bag-of-words cannot solve it: order and scope matter."""
-
-    def clause() -> tuple[str, bool]:
-        positive = rng.random() < 0.5
-        negated = rng.random() < 0.5
-        words = [rng.choice(SUBJECTS), rng.choice(VERBS), "not" if negated else "", rng.choice(INTENSIFIERS),
-                 rng.choice(POSITIVE if positive else NEGATIVE)]
-        return " ".join(w for w in words if w), positive != negated
-
-    first, sentiment = clause()
-    if rng.random() < 0.5:
-        second, sentiment = clause()
-        first = f"{first} but {second}"
-    return first, "positive" if sentiment else "negative"
-
-
-class SyntheticSentimentDataModule(TextClassificationDataModule):
-    """SYNTHETIC reviews generated in code (negation and `but` clauses), so text models train offline."""
-
-    def __init__(self, num_examples: int = 6000, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.num_examples, self.seed = num_examples, seed
-
-    def reviews(self) -> Iterator[tuple[str, str]]:
-        """The same reviews every time (each pass over the data starts the generator anew)."""
-        rng = random.Random(self.seed)
-        for _ in range(self.num_examples):
-            yield synthetic_review(rng)
-
-    def sources(self) -> dict[str, Source]:
-        def rows() -> Iterator[Chunk]:
-            return chunks_of(self.reviews(), ("text", "label"), ENCODE_ROWS)
-
-        return {"train": rows}
-
-    def source_id(self) -> Any:
-        return ["synthetic_sentiment", self.num_examples, self.seed]

@@ -13,29 +13,47 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
 KINDS = ("word", "wordpiece", "bpe")
 
 
-def _normalizer(lowercase: bool, strip_accents: bool | None = None) -> normalizers.Normalizer:
+CLEANERS = ("kim2014",)
+
+
+def _kim2014() -> list[normalizers.Normalizer]:
+    """Kim (2014)'s text cleaning (`clean_str` of his CNN_sentence code), as normalizer steps: every character but
+    letters, digits and ( ) , ! ? ' ` becomes a space; the clitics 's 've n't 're 'd 'll and the marks , ! ( ) ?
+    become tokens of their own (the words are then split at whitespace only)."""
+    steps = [normalizers.Replace(Regex(r"[^A-Za-z0-9(),!?'`]"), " ")]
+    steps += [normalizers.Replace(clitic, f" {clitic}") for clitic in ("'s", "'ve", "n't", "'re", "'d", "'ll")]
+    steps += [normalizers.Replace(mark, f" {mark} ") for mark in (",", "!", "(", ")", "?")]
+    return steps
+
+
+def _normalizer(lowercase: bool, strip_accents: bool | None = None,
+                clean: str | None = None) -> normalizers.Normalizer:
     """NFC text; lowercased and accent-stripped (NFD + StripAccents) as BERT uncased does. Accents are only
-    stripped with lowercasing unless strip_accents says otherwise, so cased output keeps its umlauts."""
+    stripped with lowercasing unless strip_accents says otherwise, so cased output keeps its umlauts. `clean`:
+    a published cleaning first (kim2014)."""
+    if clean not in (None, *CLEANERS):
+        raise ValueError(f"tokenizer clean={clean!r}: choose one of {', '.join(CLEANERS)} or null")
     strip = lowercase if strip_accents is None else strip_accents
-    steps: list[normalizers.Normalizer] = [normalizers.NFD(), normalizers.StripAccents()] if strip else [
-        normalizers.NFC()]
+    steps: list[normalizers.Normalizer] = _kim2014() if clean == "kim2014" else []  # on the text as written
+    steps += [normalizers.NFD(), normalizers.StripAccents()] if strip else [normalizers.NFC()]
     if lowercase:
         steps.append(normalizers.Lowercase())
     return normalizers.Sequence(steps)
 
 
-def new_tokenizer(kind: str, lowercase: bool = True,
-                  strip_accents: bool | None = None) -> tuple[Tokenizer, trainers.Trainer]:
+def new_tokenizer(kind: str, lowercase: bool = True, strip_accents: bool | None = None,
+                  clean: str | None = None) -> tuple[Tokenizer, trainers.Trainer]:
     """An untrained tokenizer of the given kind and the trainer for it (special tokens first)."""
     if kind == "word":
         tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        # a cleaned text is split at whitespace only: n't and 's stay the tokens the cleaning made
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit() if clean else pre_tokenizers.Whitespace()
         trainer_cls = trainers.WordLevelTrainer
     elif kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -49,15 +67,15 @@ def new_tokenizer(kind: str, lowercase: bool = True,
         trainer_cls = trainers.BpeTrainer
     else:
         raise ValueError(f"tokenizer kind {kind!r}: choose one of {', '.join(KINDS)}")
-    tokenizer.normalizer = _normalizer(lowercase, strip_accents)
+    tokenizer.normalizer = _normalizer(lowercase, strip_accents, clean)
     return tokenizer, trainer_cls
 
 
 def train_tokenizer(texts: Iterable[str], kind: str = "word", vocab_size: int = 30000, min_frequency: int = 1,
-                    lowercase: bool = True, length: int | None = None,
-                    strip_accents: bool | None = None) -> Tokenizer:
+                    lowercase: bool = True, length: int | None = None, strip_accents: bool | None = None,
+                    clean: str | None = None) -> Tokenizer:
     """Train a tokenizer on an iterable of texts (strip_accents null: strip them when lowercasing)."""
-    tokenizer, trainer_cls = new_tokenizer(kind, lowercase, strip_accents)
+    tokenizer, trainer_cls = new_tokenizer(kind, lowercase, strip_accents, clean)
     trainer = trainer_cls(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
                           show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer, length=length)

@@ -68,7 +68,7 @@ class TextCNN(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, pad_id: int = 0, embedding_dim: int = 300,
                  filter_sizes: tuple[int, ...] = (3, 4, 5), num_filters: int = 100, dropout: float = 0.5,
                  embeddings: str = "rand", vectors_path: str | None = None,
-                 tokenizer_path: str | None = None) -> None:
+                 tokenizer_path: str | None = None, init_range: float | None = None) -> None:
         super().__init__()
         if embeddings not in ("rand", "static", "non-static"):
             raise ValueError(f"embeddings={embeddings!r}: choose rand, static or non-static")
@@ -76,6 +76,10 @@ class TextCNN(nn.Module):
         self._missing_vectors: str | None = None
         self.filter_sizes = tuple(filter_sizes)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
+        if init_range is not None:  # Kim's U[-0.25, 0.25] for words without a pre-trained vector (and for rand)
+            with torch.no_grad():
+                self.embedding.weight.uniform_(-init_range, init_range)
+                self.embedding.weight[pad_id] = 0.0
         if embeddings != "rand":
             self._load_pretrained(vectors_path, tokenizer_path, embedding_dim, freeze=embeddings == "static")
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, num_filters, k) for k in self.filter_sizes)

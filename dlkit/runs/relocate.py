@@ -83,6 +83,7 @@ def clean_for_resume(checkpoints: Path, checkpoint: Path) -> list[str]:
 MOVED_TARGETS = {
     "dlkit.models.bert.bert_adamw": "dlkit.tasks.optimizers.bert_adamw",
     "dlkit.data.text.HFTextDataModule": "dlkit.data.hf_text.HFTextDataModule",
+    "dlkit.data.text.SyntheticSentimentDataModule": "dlkit.data.synthetic_text.SyntheticSentimentDataModule",
     "dlkit.tracking.csv_logger.RunCSVLogger": "dlkit.loggers.csv_logger.RunCSVLogger",
     "dlkit.tracking.wandb_logger.make_wandb_logger": "dlkit.loggers.wandb_logger.make_wandb_logger",
     "dlkit.tracking.grad_norm.GradNormMonitor": "dlkit.callbacks.GradNormMonitor",

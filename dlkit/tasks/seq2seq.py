@@ -40,9 +40,10 @@ class Seq2SeqTask(Task):
     def __init__(self, model: nn.Module, spec: DataSpec, optimizer: Callable[..., Any],
                  scheduler: Callable[..., dict] | None = None, monitor: str = "val/bleu",
                  label_smoothing: float = 0.1, beam_size: int = 1, length_penalty: float = 0.6,
-                 max_decode_length: int | None = None, samples: int = 3) -> None:
+                 max_decode_length: int | None = None, samples: int = 3, test_beam_size: int | None = None) -> None:
         super().__init__(model, spec, optimizer, scheduler, monitor)
         self.label_smoothing, self.beam_size, self.length_penalty = label_smoothing, beam_size, length_penalty
+        self.test_beam_size = test_beam_size
         self.max_decode_length, self.samples = max_decode_length, samples
         self._tokenizer = None
         self._decoded: dict[str, list[tuple[str, str]]] = {}  # stage -> (output, reference) of the epoch
@@ -112,7 +113,7 @@ class Seq2SeqTask(Task):
 
     def _decode_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         self._loss(batch, stage)
-        hypotheses = self.generate(batch)
+        hypotheses = self.generate(batch, self.test_beam_size if stage == "test" else None)
         references = self._references(batch, stage)
         self._decoded.setdefault(stage, []).extend(zip(hypotheses, references))
 
