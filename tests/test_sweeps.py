@@ -402,3 +402,17 @@ def test_processes_claiming_trials_at_once_take_exactly_n_trials(tmp_path):
     trials = optuna.load_study(study_name="claims", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
     assert len(trials) == 40 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["process"] for t in trials}) == 3
+
+
+def test_a_pruner_setting_the_chosen_pruner_does_not_take_is_one_clear_line():
+    """`hparams_search.pruner.name=hyperband` on a preset with median settings: named, not a TypeError."""
+    from omegaconf import OmegaConf
+
+    from dlkit.errors import UsageError
+    from dlkit.sweeps.study import _pruner
+
+    assert type(_pruner(OmegaConf.create({"pruner": {"name": "hyperband", "reduction_factor": 3}}))).__name__ == \
+        "HyperbandPruner"
+    with pytest.raises(UsageError, match=r"pruner.n_startup_trials is not a setting of the hyperband pruner .*"
+                                         r"min_resource.*pruner=\{name: hyperband\}"):
+        _pruner(OmegaConf.create({"pruner": {"name": "hyperband", "n_startup_trials": 5, "n_warmup_steps": 2}}))

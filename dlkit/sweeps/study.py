@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import math
 import os
 import socket
@@ -161,14 +162,17 @@ def _pruner(search: DictConfig):
 
     spec = _named(search.get("pruner"), "none")
     kind = spec.pop("name", "none")
-    pruners = {
-        "median": lambda: optuna.pruners.MedianPruner(**spec),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(**spec),
-        "none": lambda: optuna.pruners.NopPruner(),
-    }
+    pruners = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+               "none": optuna.pruners.NopPruner}
     if kind not in pruners:
         raise UsageError(f"hparams_search.pruner.name={kind!r}: choose {', '.join(pruners)}.")
-    return pruners[kind]()
+    accepted = [n for n in inspect.signature(pruners[kind]).parameters if n != "self"]
+    unknown = [key for key in spec if key not in accepted]
+    if unknown:  # e.g. a preset's median settings left in place by pruner.name=hyperband
+        raise UsageError(f"hparams_search.pruner.{unknown[0]} is not a setting of the {kind} pruner (it takes "
+                         f"{', '.join(accepted) or 'none'}): give the whole pruner, e.g. "
+                         f"'hparams_search.pruner={{name: {kind}}}'.")
+    return pruners[kind](**spec)
 
 
 def open_study(cfg: DictConfig, name: str, sweep_dir: Path, worker: int = 0):
