@@ -31,11 +31,12 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
           fail_fast: bool = False) -> list[runner.Job]:
     """Run one job, or every job of a multirun; return the jobs with their outcomes."""
     ui.quiet_third_party()
-    folds = _folds_to_run(overrides, config_dir)
+    first = runner.compose_job(expand_sweep(overrides)[0] if multirun else overrides, config_dir)
+    folds = _folds_to_run(first.cfg, overrides)
     if folds:  # k-fold cross-validation: a multirun over the folds
         overrides, multirun = [*overrides, f"cv.fold={','.join(map(str, range(folds)))}"], True
     if not multirun:
-        job = runner.compose_job(overrides, config_dir)
+        job = first
         if not job.cfg.get("resume"):
             console.print(f"Training {runner.describe(job)}")
         with ui.status("Importing PyTorch and Lightning, checking the config"):
@@ -78,9 +79,8 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     return jobs
 
 
-def _folds_to_run(overrides: list[str], config_dir: str | None) -> int:
+def _folds_to_run(cfg: Any, overrides: list[str]) -> int:
     """cv.folds when every fold is to run (cv.fold not given); 0 otherwise."""
-    cfg = runner.compose_job(expand_sweep(overrides)[0], config_dir).cfg
     cv = cfg.get("cv") or {}
     if not cv.get("folds") or cv.get("fold") is not None:
         return 0

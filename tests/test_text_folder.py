@@ -9,7 +9,7 @@ from conftest import QUICK, run_cli, run_folders, summary
 
 from dlkit.data.tables import read_columns
 from dlkit.data.text_folder import TextFolderDataModule
-from dlkit.errors import DlkitError, UsageError
+from dlkit.errors import UsageError
 
 REVIEWS = {"pos": ["a great film", "a moving story, superbly told"], "neg": ["a dull film", "a clumsy, tedious plot"]}
 
@@ -65,10 +65,10 @@ def test_label_text_lines(tmp_path):
     rows = [row for chunk in read_columns(path, ["text", "label"], "label_text") for row in zip(*chunk.values())]
     assert rows == [("smart and alert , a small gem .", "0"), ("the movie begins in the past .", "1"),
                     ("a fact", "1")]
-    bad = tmp_path / "bad.all"
-    bad.write_text("0 fine\n1\n")
-    with pytest.raises(DlkitError, match=r"bad.all:2: a label without a text"):
-        list(read_columns(bad, ["text", "label"], "label_text"))
+    bare = tmp_path / "bare.all"
+    bare.write_text("0 fine\n1 \n")  # a label alone (CR has seven such lines): a row with an empty text
+    assert [row for chunk in read_columns(bare, ["text", "label"], "label_text") for row in zip(*chunk.values())] \
+        == [("fine", "0"), ("", "1")]
     with pytest.raises(UsageError, match=r"unknown format 'label-text'.*Did you mean label_text"):
         read_columns(path, ["text", "label"], "label-text")
 

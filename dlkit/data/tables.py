@@ -243,14 +243,10 @@ def _label_text_chunks(path: Path, columns: list[str], encoding: str) -> Iterato
     def rows() -> Iterator[tuple[str, str]]:
         try:
             with open(path, encoding=encoding) as handle:
-                for number, line in enumerate(handle, 1):
+                for line in handle:
                     fields = line.split(None, 1)
-                    if not fields:
-                        continue
-                    if len(fields) < 2:
-                        raise DlkitError(f"{path}:{number}: a label without a text ({fields[0]!r}); each line of "
-                                         "data.format=label_text is `LABEL TEXT`.")
-                    yield fields[0].removeprefix("__label__"), fields[1].strip()
+                    if fields:  # a label alone is a row with an empty text (CR has 7: Kim's 3775 rows count them)
+                        yield fields[0].removeprefix("__label__"), fields[1].strip() if len(fields) > 1 else ""
         except UnicodeDecodeError as err:
             raise not_encoded(path, encoding, err) from err
 
