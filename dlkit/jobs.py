@@ -32,7 +32,7 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     """Run one job, or every job of a multirun; return the jobs with their outcomes."""
     ui.quiet_third_party()
     first = runner.compose_job(expand_sweep(overrides)[0] if multirun else overrides, config_dir)
-    folds = _folds_to_run(first.cfg, overrides)
+    folds = _folds_to_run(first, overrides)
     if folds:  # k-fold cross-validation: a multirun over the folds
         overrides, multirun = [*overrides, f"cv.fold={','.join(map(str, range(folds)))}"], True
     if not multirun:
@@ -79,10 +79,19 @@ def train(overrides: list[str], multirun: bool = False, config_dir: str | None =
     return jobs
 
 
-def _folds_to_run(cfg: Any, overrides: list[str]) -> int:
+def _folds_to_run(job: runner.Job, overrides: list[str]) -> int:
     """cv.folds when every fold is to run (cv.fold not given); 0 otherwise."""
+    cfg = job.cfg
     cv = cfg.get("cv") or {}
-    if not cv.get("folds") or cv.get("fold") is not None:
+    if not cv.get("folds"):
+        return 0
+    if "folds" not in cfg.data:
+        from dlkit.checks import data_options_for
+
+        raise UsageError(f"cv.folds={cv.folds}: data={job.choices.get('data')} has no folds; "
+                         "cross-validation is for text classification data: "
+                         f"{', '.join(data_options_for(('text_classification',)))}.")
+    if cv.get("fold") is not None:
         return 0
     if any(o.startswith(("hparams_search=", "cv.folds=")) and "," in o for o in overrides):
         raise UsageError("cv.folds runs the folds as a multirun itself: sweep other keys with -m, not cv.folds or "

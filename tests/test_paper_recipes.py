@@ -135,3 +135,11 @@ def test_multi30k_transformer_recipe_trains_on_parallel_files_and_tests_with_bea
     config = (run / "config.yaml").read_text()
     assert "test_beam_size: 5" in config and "d_model: 256" in config and "share_embeddings: true" in config
     assert "test/bleu" in json.loads((run / "summary.json").read_text())["metrics"]
+
+
+def test_cross_validation_of_data_without_folds_is_refused_before_any_run(tmp_path):
+    result = run_cli("train", "cv.folds=3", *TINY, cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "outputs").exists()
+    assert result.stderr.strip() == ("error: cv.folds=3: data=digits has no folds; cross-validation is for text "
+                                     "classification data: " + result.stderr.split("data: ", 1)[1].strip())
+    assert "text_files" in result.stderr and "text_folder" in result.stderr and "Traceback" not in result.stderr
