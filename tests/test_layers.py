@@ -173,7 +173,8 @@ def test_data_options_share_the_loader_and_tokenizer_blocks_and_set_only_what_di
     mnist, mrpc = compose(["data=mnist"]).data, compose(["data=mrpc"]).data
     assert (mnist.batch_size, mnist.num_workers, mnist.pin_memory) == (128, None, None)  # set here, from the block
     assert mrpc.batch_size == 32 and dict(mrpc.tokenizer) == {"kind": "wordpiece", "vocab_size": 30000,
-                                                              "min_frequency": 1, "lowercase": True, "path": None}
+                                                              "min_frequency": 1, "lowercase": True, "path": None,
+                                                              "clean": None}
     shown = run_main("config", "show", "data=mrpc", "model=textcnn", cwd=tmp_path)
     assert shown.returncode == 0
     data_lines = shown.stdout.split("\ndata:\n", 1)[1].splitlines()

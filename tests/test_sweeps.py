@@ -416,3 +416,5 @@ def test_a_pruner_setting_the_chosen_pruner_does_not_take_is_one_clear_line():
     with pytest.raises(UsageError, match=r"pruner.n_startup_trials is not a setting of the hyperband pruner .*"
                                          r"min_resource.*pruner=\{name: hyperband\}"):
         _pruner(OmegaConf.create({"pruner": {"name": "hyperband", "n_startup_trials": 5, "n_warmup_steps": 2}}))
+    # no pruning: a preset's median settings left beside pruner.name=none do not apply
+    assert type(_pruner(OmegaConf.create({"pruner": {"name": "none", "n_startup_trials": 5}}))).__name__ == "NopPruner"

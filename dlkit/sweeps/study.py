@@ -166,6 +166,8 @@ def _pruner(search: DictConfig):
                "none": optuna.pruners.NopPruner}
     if kind not in pruners:
         raise UsageError(f"hparams_search.pruner.name={kind!r}: choose {', '.join(pruners)}.")
+    if kind == "none":  # no pruning: whatever settings a preset left for another pruner do not apply
+        return pruners[kind]()
     accepted = [n for n in inspect.signature(pruners[kind]).parameters if n != "self"]
     unknown = [key for key in spec if key not in accepted]
     if unknown:  # e.g. a preset's median settings left in place by pruner.name=hyperband
