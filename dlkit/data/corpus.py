@@ -36,6 +36,7 @@ from dlkit.data.tokenizers import (
     save_for_clients,
     special_ids,
     train_tokenizer,
+    with_settings,
 )
 from dlkit.errors import UsageError
 
@@ -212,9 +213,8 @@ class CorpusDataModule(DataModule):
                  cache_dir: str | None = None, num_workers: int | None = 0, pin_memory: bool | None = None) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.corpus_file, self.synthetic, self.max_length = corpus_file, synthetic_documents, max_length
-        self.settings = {"kind": "wordpiece", "vocab_size": 8000, "min_frequency": 1, "lowercase": True,
-                         "path": None, **{k: v for k, v in (tokenizer or {}).items()
-                                          if not (k == "clean" and v is None)}}  # (old stores keep their keys)
+        self.settings = with_settings({"kind": "wordpiece", "vocab_size": 8000, "min_frequency": 1,
+                                       "lowercase": True, "path": None}, tokenizer)
         self.mask_probability, self.fractions, self.seed = mask_probability, (val_fraction, test_fraction), seed
         self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")
         self.tokenizer = None

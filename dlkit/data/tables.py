@@ -48,6 +48,14 @@ def file_format(path: Path, given: str | None) -> str:
     return fmt
 
 
+def check_encoding(encoding: str) -> None:
+    """Refuse an encoding name Python does not know (data.encoding), with the fix."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError as err:
+        raise UsageError(f"data.encoding={encoding!r} is not a known text encoding: use utf-8, latin-1, ...") from err
+
+
 def read_columns(path: Path, columns: Sequence[str], fmt: str | None = None, header: bool = True,
                  encoding: str = "utf-8") -> Iterator[Chunk]:
     """Chunks of rows of a file: {column: its values as text} for each of `columns`.
@@ -57,10 +65,7 @@ def read_columns(path: Path, columns: Sequence[str], fmt: str | None = None, hea
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist: check data.train_file / val_file / test_file.")
     fmt = file_format(path, fmt)
-    try:
-        codecs.lookup(encoding)
-    except LookupError as err:
-        raise UsageError(f"data.encoding={encoding!r} is not a known text encoding: use utf-8, latin-1, ...") from err
+    check_encoding(encoding)
     columns = [str(c) for c in columns]
     if fmt == "jsonl":
         return _json_chunks(path, columns, encoding)

@@ -34,6 +34,7 @@ from dlkit.data.tokenizers import (
     save_for_clients,
     special_ids,
     train_tokenizer,
+    with_settings,
 )
 from dlkit.errors import DlkitError, UsageError
 
@@ -91,10 +92,8 @@ class TextClassificationDataModule(DataModule):
             raise UsageError(f"cv.folds={folds} cv.fold={fold}: cross-validation needs folds >= 2 and a fold in "
                              "0 .. folds - 1 (cv.folds=10 runs every fold).")
         self.folds, self.fold = folds, fold
-        # a null `clean` is left out, so that stores prepared before the setting existed keep their keys
-        self.tokenizer_settings = {"kind": "word", "vocab_size": 30000, "min_frequency": 1, "lowercase": True,
-                                   "path": None, **{k: v for k, v in (tokenizer or {}).items()
-                                                    if not (k == "clean" and v is None)}}
+        self.tokenizer_settings = with_settings({"kind": "word", "vocab_size": 30000, "min_frequency": 1,
+                                                 "lowercase": True, "path": None}, tokenizer)
         self.max_length, self.add_special_tokens, self.bucketing = max_length, add_special_tokens, bucketing
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.cache_dir = cache_dir or str(Path.home() / ".cache" / "dlkit" / "cache")

@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dlkit.data.tables import Chunk, chunks_of, not_encoded
+from dlkit.data.tables import Chunk, check_encoding, chunks_of, not_encoded
 from dlkit.data.text import Source, TextClassificationDataModule
 from dlkit.errors import UsageError
 
@@ -34,11 +33,7 @@ class TextFolderDataModule(TextClassificationDataModule):
                              "or data.files={LABEL: FILE, ...} (e.g. {pos: rt-polarity.pos, neg: rt-polarity.neg}).")
         if text_per not in (None, *PER):
             raise UsageError(f"data.text_per={text_per!r}: choose file (a file is one text) or line (a line is one).")
-        try:
-            codecs.lookup(encoding)
-        except LookupError as err:
-            raise UsageError(f"data.encoding={encoding!r} is not a known text encoding: use utf-8, latin-1, ...") \
-                from err
+        check_encoding(encoding)
         self.roots = {"train": root, "val": val_root, "test": test_root}
         self.label_files = {str(k): v for k, v in (files or {}).items()}
         self.classes, self.pattern, self.encoding = (list(classes) if classes else None), pattern, encoding

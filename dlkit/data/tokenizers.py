@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -45,6 +46,12 @@ def _normalizer(lowercase: bool, strip_accents: bool | None = None,
     if lowercase:
         steps.append(normalizers.Lowercase())
     return normalizers.Sequence(steps)
+
+
+def with_settings(defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+    """A datamodule's tokenizer settings: its defaults updated with the config's, a null `clean` left out so that
+    stores prepared before that setting existed keep their keys."""
+    return {**defaults, **{k: v for k, v in (given or {}).items() if not (k == "clean" and v is None)}}
 
 
 def new_tokenizer(kind: str, lowercase: bool = True, strip_accents: bool | None = None,
