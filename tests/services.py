@@ -5,6 +5,7 @@
   cluster's daemons do; the commands (sbatch, srun, squeue, scontrol) find it through SLURM_CONF.
 - `postgres_server`: a PostgreSQL server (initdb + pg_ctl on a free port), run by the `postgres` system user
   because PostgreSQL refuses to run as root.
+- `model_server`: `dlkit serve RUN` on a free port, as a user starts it (the console script, a process of its own).
 
 Each waits, with a bounded time, until the service answers, and raises with the service's own log when it does not.
 """
@@ -206,3 +207,53 @@ def postgres_server(timeout: float = 60) -> Iterator[PostgresServer]:
         subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                        capture_output=True, timeout=timeout)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class ModelServer:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self, timeout: float = 60) -> tuple[int, str]:
+        """SIGTERM, as a service manager stops it: (exit code, everything it printed)."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        return code, self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def model_server(run: Path, *options: str, cwd: Path, timeout: float = 90) -> Iterator[ModelServer]:
+    """`dlkit serve RUN OPTIONS` on a free port of 127.0.0.1, ready (GET /health answers); stopped at the end."""
+    import sys
+    import urllib.request
+
+    port = free_port()
+    log = cwd / f"serve-{port}.log"
+    script = Path(sys.executable).with_name("dlkit")
+    with log.open("w") as out:
+        process = subprocess.Popen([str(script), "serve", str(run), "--port", str(port), *options], cwd=cwd,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    server = ModelServer(f"http://127.0.0.1:{port}", process, log)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"dlkit serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(server.url + "/health", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    try:
+        _wait(ready, "dlkit serve", timeout, [log])
+        yield server
+    finally:
+        server.stop()

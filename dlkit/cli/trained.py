@@ -1,4 +1,4 @@
-"""The commands on a trained run: `dlkit eval`, `dlkit predict` and `dlkit export`."""
+"""The commands on a trained run: `dlkit eval`, `dlkit predict`, `dlkit serve` and `dlkit export`."""
 
 from __future__ import annotations
 
@@ -72,6 +72,32 @@ def predict(
         return
     header = list(records[0])
     emit(ui.render_table(header, [[r.get(k) for k in header] for r in records], "csv" if fmt == "csv" else "table"))
+
+
+@app.command()
+def serve(
+    ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, help="Server processes, each with its own copy of the model."),
+    max_batch_size: int = typer.Option(64, min=1, help="Most inputs in one model call (and in one request)."),
+    batch_timeout: float = typer.Option(2.0, min=0.0, help="Milliseconds a batch waits for more requests."),
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """Serve a trained model over HTTP: POST /predict {"inputs": [...]} answers what `predict -f jsonl` prints;
+    GET /health, GET /info, API docs at /docs. Requests that arrive together are batched. Ctrl+C or SIGTERM
+    answers the requests in flight, then stops."""
+    from dlkit.serving import server
+
+    server.check_free(host, port)  # before the model loads
+    loaded = server.load(ref, output_dir)
+    where = loaded.run_dir or loaded.checkpoint
+    typer.echo(f"Serving {where} ({type(loaded.task.model).__name__}, {loaded.datamodule.kind}) at "
+               f"http://{host}:{port}: POST /predict, GET /health, GET /info, docs at /docs. Ctrl+C stops.")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho(f"Listening on {host}: other machines can reach this server.", fg="yellow", err=True)
+    server.serve(loaded, host, port, workers, max_batch_size, batch_timeout)
+    typer.echo("Stopped: the requests in flight were answered.")
 
 
 @app.command()

@@ -242,8 +242,13 @@ class DataModule(pl.LightningDataModule):
         return None
 
     def encode_inputs(self, raw: list[str]) -> Any:
-        """A batch of model inputs for raw inputs (texts, image paths), as `dlkit predict` feeds them."""
+        """A batch of model inputs for raw inputs (texts; image paths or image bytes), as `dlkit predict` and
+        `dlkit serve` feed them."""
         raise NotImplementedError(f"predict does not support {type(self).__name__} yet")
+
+    def overlong(self, raw: list[str]) -> list[bool]:
+        """Whether encode_inputs() cuts each raw input to the model's limit (max_length tokens); images: never."""
+        return [False] * len(raw)
 
     def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
         """What a program outside dlkit needs to turn raw inputs into model inputs exactly as encode_inputs() does:

@@ -29,6 +29,7 @@ from dlkit.data.spec import DataSpec
 from dlkit.data.store import Store, StoreWriter, prepared
 from dlkit.data.tokenizers import (
     CLIENT_ENCODING,
+    cut_rows,
     encode_rows,
     fingerprint,
     frame,
@@ -353,6 +354,9 @@ class CorpusDataModule(DataModule):
         specials = save_for_clients(self.tokenizer, self.pad_id, out_dir / "tokenizer.json")
         return {"input": "text", "tokenizer": "tokenizer.json", "max_length": self.max_length, "framed": True,
                 "special_tokens": specials, "steps": CLIENT_ENCODING + " Write [MASK] where a token is to be filled."}
+
+    def overlong(self, raw: list[str]) -> list[bool]:
+        return cut_rows(self.tokenizer, raw, special=True)
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Texts with [MASK] tokens, framed [CLS] text [SEP] (nothing else is masked)."""

@@ -235,6 +235,10 @@ class Seq2SeqDataModule(DataModule):
         mask = (np.arange(src.shape[1]) < lengths[:, None]).astype(np.int64)
         return {"src_ids": torch.from_numpy(src), "src_mask": torch.from_numpy(mask)}
 
+    def overlong(self, raw: list[str]) -> list[bool]:
+        lengths = encode_rows(self.src_tokenizer, raw)[1]
+        return [self.max_length is not None and int(n) > self.max_length for n in lengths]
+
     def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
         """The source tokenizer (truncating to max_length and padding) and the target one that decodes; one file
         when the vocabulary is shared."""

@@ -27,6 +27,7 @@ from dlkit.data.store import Spill, Store, StoreWriter, prepared
 from dlkit.data.tables import Chunk, read_columns
 from dlkit.data.tokenizers import (
     CLIENT_ENCODING,
+    cut_rows,
     encode_rows,
     fingerprint,
     frame,
@@ -288,14 +289,20 @@ class TextClassificationDataModule(DataModule):
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """A batch of model inputs for raw texts (a tab separates the two texts of a pair)."""
-        texts = [line.split("\t", 1) for line in raw]
-        pairs = [t[1] if len(t) > 1 else "" for t in texts] if self.pairs else None
-        ids, lengths, types = encode_rows(self.tokenizer, [t[0] for t in texts], pairs, self.framed)
+        ids, lengths, types = encode_rows(self.tokenizer, *self._texts(raw), self.framed)
         rows = Ragged.of(ids, lengths)
         rows = TextRows(rows, np.zeros(len(raw), dtype=np.int64), self.pad_id,
                         Ragged(types, rows.offsets) if types is not None else None)
         inputs, _ = rows.__getitems__(list(range(len(raw))))
         return inputs
+
+    def overlong(self, raw: list[str]) -> list[bool]:
+        return cut_rows(self.tokenizer, *self._texts(raw), self.framed)
+
+    def _texts(self, raw: list[str]) -> tuple[list[str], list[str] | None]:
+        """(first texts, second texts of pairs or None) of raw inputs: a tab separates the texts of a pair."""
+        texts = [line.split("\t", 1) for line in raw]
+        return [t[0] for t in texts], [t[1] if len(t) > 1 else "" for t in texts] if self.pairs else None
 
     def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
         """The tokenizer.json (framing, truncation and padding included) and how to call it."""

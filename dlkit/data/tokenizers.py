@@ -179,6 +179,13 @@ CLIENT_ENCODING = ("encodings = Tokenizer.from_file(tokenizer).encode_batch(text
                    "max_length and pads to the longest text exactly as dlkit does.")
 
 
+def cut_rows(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
+             special: bool = False) -> list[bool]:
+    """Whether the tokenizer (truncating as frame() set it) cuts tokens off each text (or pair of texts)."""
+    inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
+    return [bool(e.overflowing) for e in tokenizer.encode_batch(inputs, add_special_tokens=special)]
+
+
 def encode_rows(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
                 special: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(token ids of every text one after another [int32], each text's length, segment ids [int8] of pairs), from

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import struct
 from pathlib import Path
@@ -58,15 +59,16 @@ class DigitsDataModule(DataModule):
         return image_steps((1, 8, 8), self.mean, self.std,
                            arrays="an 8x8 array of values in the dataset's 0-16 scale: x = array / 16")
 
-    def encode_inputs(self, raw: list[str]) -> torch.Tensor:
-        """A batch from .npy arrays of 8x8 values in the dataset's 0-16 scale, or image files (resized to 8x8)."""
+    def encode_inputs(self, raw: list[str | bytes]) -> torch.Tensor:
+        """A batch from .npy arrays of 8x8 values in the dataset's 0-16 scale, or images (resized to 8x8): files
+        named by path, or their bytes (what `dlkit serve` receives)."""
         images = []
-        for name in raw:
-            path = Path(name)
-            if path.suffix == ".npy" and path.is_file():
-                images.append(torch.from_numpy(np.load(path).astype(np.float32)).reshape(1, 8, 8) / 16.0)
+        for item in raw:
+            if is_array(item) and (isinstance(item, bytes) or Path(item).is_file()):
+                array = np.load(io.BytesIO(item) if isinstance(item, bytes) else Path(item))
+                images.append(torch.from_numpy(array.astype(np.float32)).reshape(1, 8, 8) / 16.0)
             else:
-                images.append(load_image(path, (1, 8, 8)))
+                images.append(load_image(item, (1, 8, 8)))
         return (torch.stack(images) - self.mean) / self.std
 
 
@@ -160,10 +162,11 @@ class ImageDataModule(DataModule):
         return image_steps(self.spec.input_shape, self.mean, self.std,
                            arrays="a [C, H, W] array: x = array / 255 when its largest value is above 1, else as it is")
 
-    def encode_inputs(self, raw: list[str]) -> torch.Tensor:
-        """A batch of images from files (PNG/JPEG, resized to the training size) or .npy arrays."""
+    def encode_inputs(self, raw: list[str | bytes]) -> torch.Tensor:
+        """A batch of images (PNG/JPEG, resized to the training size) or .npy arrays: files named by path, or their
+        bytes (what `dlkit serve` receives)."""
         shape = self.spec.input_shape
-        return self._norm(torch.stack([load_image(Path(p), shape) for p in raw]))
+        return self._norm(torch.stack([load_image(item, shape) for item in raw]))
 
 
 def image_steps(shape: tuple[int, ...], mean: Any, std: Any, arrays: str) -> dict[str, Any]:
@@ -182,19 +185,35 @@ def image_steps(shape: tuple[int, ...], mean: Any, std: Any, arrays: str) -> dic
                       + "; then x = (x - mean[c]) / std[c] for each channel c")}
 
 
-def load_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
-    """One image file as a float tensor [C, H, W] in [0, 1] of the given shape."""
-    if not path.is_file():
-        raise DlkitError(f"image file {path} does not exist")
-    if path.suffix == ".npy":
-        array = np.load(path).astype(np.float32)
+NPY_MAGIC = b"\x93NUMPY"  # how every .npy file starts
+
+
+def is_array(item: str | Path | bytes) -> bool:
+    """Whether an input is a .npy array: a file named *.npy, or bytes in the .npy format."""
+    return item.startswith(NPY_MAGIC) if isinstance(item, bytes) else Path(item).suffix == ".npy"
+
+
+def load_image(item: str | Path | bytes, shape: tuple[int, ...]) -> torch.Tensor:
+    """One image (a file's path, or the bytes of an image file or a .npy array) as a float tensor [C, H, W] in
+    [0, 1] of the given shape."""
+    if not isinstance(item, bytes) and not Path(item).is_file():
+        raise DlkitError(f"image file {item} does not exist")
+    source = io.BytesIO(item) if isinstance(item, bytes) else Path(item)
+    if is_array(item):
+        array = np.load(source).astype(np.float32)
         array = array / 255.0 if array.max() > 1.0 else array
         return torch.from_numpy(array).reshape(shape)
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as image:
-        image = image.convert("L" if shape[0] == 1 else "RGB").resize((shape[2], shape[1]), Image.Resampling.BICUBIC)
-        array = np.asarray(image, dtype=np.float32) / 255.0
+    try:
+        with Image.open(source) as image:
+            image = image.convert("L" if shape[0] == 1 else "RGB").resize((shape[2], shape[1]),
+                                                                          Image.Resampling.BICUBIC)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as err:
+        if isinstance(item, bytes):  # (PIL's message names the in-memory file object)
+            raise DlkitError("these bytes are no image PIL can read (PNG, JPEG) nor a .npy array") from err
+        raise DlkitError(f"image file {item} cannot be read as an image ({err})") from err
     return torch.from_numpy(array).reshape(shape[1], shape[2], shape[0]).permute(2, 0, 1).contiguous()
 
 

@@ -1,0 +1,158 @@
+"""Dynamic batching: the inputs of requests that arrive together go through the model in one call.
+
+A request waits in a queue; the batcher takes the first one waiting, then adds the requests that arrive within
+`timeout` seconds of it (or are already waiting) until `max_batch_size` inputs are gathered, and runs the model once
+on all of them in its own thread, so that the event loop keeps taking requests meanwhile (the next batch fills while
+the model runs). Requests with different options (top_k, beam_size) go through the model in separate calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlkit.errors import DlkitError
+
+Predict = Callable[[list[Any], dict[str, Any]], list[dict[str, Any]]]
+
+
+class InputError(DlkitError):
+    """An input the model cannot take (a corrupt image, an array of the wrong shape): the request's fault."""
+
+    def __init__(self, index: int, message: str) -> None:
+        self.index = index
+        super().__init__(f"inputs[{index}]: {message}")
+
+
+@dataclass
+class Request:
+    """One request's inputs and options, and the future its answer is set on."""
+
+    inputs: list[Any]
+    options: dict[str, Any]
+    answer: asyncio.Future = field(repr=False)
+
+
+@dataclass
+class Counters:
+    """What the batcher has done since the server started (`GET /info`)."""
+
+    requests: int = 0
+    inputs: int = 0
+    model_calls: int = 0
+    largest_batch: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"requests": self.requests, "inputs": self.inputs, "model_calls": self.model_calls,
+                "largest_batch": self.largest_batch}
+
+
+class Batcher:
+    """Gathers requests into batches of at most `max_batch_size` inputs and runs `predict` on each batch."""
+
+    def __init__(self, predict: Predict, max_batch_size: int, timeout: float) -> None:
+        self.predict, self.max_batch_size, self.timeout = predict, max_batch_size, timeout
+        self.counters = Counters()
+        self._queue: asyncio.Queue[Request] = asyncio.Queue()
+        self._held: Request | None = None  # a request that did not fit into the last batch: it opens the next
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlkit-model")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def stop(self) -> None:
+        """Stop after the batch in hand (the server drains its requests before it stops the batcher)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._model_thread.shutdown(wait=True)
+
+    async def submit(self, inputs: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+        """One record per input, once the batch holding them has been through the model."""
+        request = Request(inputs, options, asyncio.get_running_loop().create_future())
+        self.counters.requests += 1
+        self.counters.inputs += len(inputs)
+        await self._queue.put(request)
+        return await request.answer
+
+    async def _serve(self) -> None:
+        while True:
+            batch = await self._gather()
+            groups: dict[tuple, list[Request]] = {}
+            for request in batch:
+                groups.setdefault(tuple(sorted(request.options.items())), []).append(request)
+            for requests in groups.values():
+                await self._run(requests)
+
+    async def _gather(self) -> list[Request]:
+        """The next batch: the first request waiting, and those that come within `timeout` while there is room."""
+        first, self._held = self._held or await self._queue.get(), None
+        batch, size = [first], len(first.inputs)
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while size < self.max_batch_size:
+            try:
+                left = deadline - asyncio.get_running_loop().time()
+                nxt = self._queue.get_nowait() if left <= 0 else await asyncio.wait_for(self._queue.get(), left)
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                break
+            if size + len(nxt.inputs) > self.max_batch_size:
+                self._held = nxt
+                break
+            batch.append(nxt)
+            size += len(nxt.inputs)
+        return batch
+
+    async def _run(self, requests: list[Request]) -> None:
+        """One model call for the requests (same options); if an input fails it, each request alone, so that only
+        the request holding the bad input gets the error."""
+        inputs = [item for request in requests for item in request.inputs]
+        try:
+            records = await self._call(inputs, requests[0].options)
+        except DlkitError as err:
+            if len(requests) == 1:
+                self._answer(requests[0], error=await self._name_bad_input(requests[0], err))
+                return
+            for request in requests:
+                await self._run([request])
+            return
+        except Exception as err:  # noqa: BLE001 - a model failure fails the requests, not the server
+            for request in requests:
+                self._answer(request, error=err)
+            return
+        start = 0
+        for request in requests:
+            self._answer(request, records[start:start + len(request.inputs)])
+            start += len(request.inputs)
+
+    async def _call(self, inputs: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+        self.counters.model_calls += 1
+        self.counters.largest_batch = max(self.counters.largest_batch, len(inputs))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._model_thread, self.predict, inputs, options)
+
+    async def _name_bad_input(self, request: Request, err: DlkitError) -> DlkitError:
+        """The error of the first input that fails alone (InputError naming its index), or err when none does."""
+        if len(request.inputs) == 1:
+            return InputError(0, str(err))
+        for index, item in enumerate(request.inputs):
+            try:
+                await self._call([item], request.options)
+            except DlkitError as alone:
+                return InputError(index, str(alone))
+        return err
+
+    @staticmethod
+    def _answer(request: Request, records: list[dict[str, Any]] | None = None,
+                error: BaseException | None = None) -> None:
+        if request.answer.done():  # the client went away and its handler was cancelled
+            return
+        if error is not None:
+            request.answer.set_exception(error)
+        else:
+            request.answer.set_result(records)
