@@ -82,6 +82,8 @@ def serve(
     workers: int = typer.Option(1, min=1, help="Server processes, each with its own copy of the model."),
     max_batch_size: int = typer.Option(64, min=1, help="Most inputs in one model call (and in one request)."),
     batch_timeout: float = typer.Option(2.0, min=0.0, help="Milliseconds a batch waits for more requests."),
+    threads: Optional[int] = typer.Option(  # noqa: UP045
+        None, min=1, help="Torch threads per worker (default: the cores shared out among the workers)."),
     output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
 ) -> None:
     """Serve a trained model over HTTP: POST /predict {"inputs": [...]} answers what `predict -f jsonl` prints;
@@ -96,7 +98,7 @@ def serve(
                f"http://{host}:{port}: POST /predict, GET /health, GET /info, docs at /docs. Ctrl+C stops.")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.secho(f"Listening on {host}: other machines can reach this server.", fg="yellow", err=True)
-    server.serve(loaded, host, port, workers, max_batch_size, batch_timeout)
+    server.serve(loaded, host, port, workers, max_batch_size, batch_timeout, threads)
     typer.echo("Stopped: the requests in flight were answered.")
 
 

@@ -1,8 +1,8 @@
 """Dynamic batching: the inputs of requests that arrive together go through the model in one call.
 
-A request waits in a queue; the batcher takes the first one waiting, then adds the requests that arrive within
-`timeout` seconds of it (or are already waiting) until `max_batch_size` inputs are gathered, and runs the model once
-on all of them in its own thread, so that the event loop keeps taking requests meanwhile (the next batch fills while
+A request waits in a queue. The batcher takes the requests waiting once they hold `max_batch_size` inputs or the
+first of them has waited `timeout` seconds, whichever comes first, and runs the model once on all of them in its
+own thread, so that the event loop keeps taking requests meanwhile (the next batch fills while
 the model runs). Requests with different options (top_k, beam_size) go through the model in separate calls.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any
 
 from dlkit.errors import DlkitError
 
-Predict = Callable[[list[Any], dict[str, Any]], list[dict[str, Any]]]
+# the model call: a batch of inputs and the options -> one answer per input
+Predict = Callable[[list[Any], dict[str, Any]], list[Any]]
 
 
 class InputError(DlkitError):
@@ -35,6 +37,7 @@ class Request:
     inputs: list[Any]
     options: dict[str, Any]
     answer: asyncio.Future = field(repr=False)
+    arrived: float = 0.0  # the event loop's clock
 
 
 @dataclass
@@ -57,8 +60,10 @@ class Batcher:
     def __init__(self, predict: Predict, max_batch_size: int, timeout: float) -> None:
         self.predict, self.max_batch_size, self.timeout = predict, max_batch_size, timeout
         self.counters = Counters()
-        self._queue: asyncio.Queue[Request] = asyncio.Queue()
-        self._held: Request | None = None  # a request that did not fit into the last batch: it opens the next
+        self._waiting: deque[Request] = deque()  # in the order they came
+        self._waiting_inputs = 0
+        self._arrived = asyncio.Event()  # set when a request comes to an empty queue
+        self._full = asyncio.Event()  # set when the requests waiting fill a batch
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlkit-model")
         self._task: asyncio.Task | None = None
 
@@ -73,12 +78,18 @@ class Batcher:
                 await self._task
         self._model_thread.shutdown(wait=True)
 
-    async def submit(self, inputs: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
-        """One record per input, once the batch holding them has been through the model."""
-        request = Request(inputs, options, asyncio.get_running_loop().create_future())
+    async def submit(self, inputs: list[Any], options: dict[str, Any]) -> list[Any]:
+        """One answer per input (what `predict` gave for it), once the batch holding them has been through the
+        model."""
+        loop = asyncio.get_running_loop()
+        request = Request(inputs, options, loop.create_future(), loop.time())
         self.counters.requests += 1
         self.counters.inputs += len(inputs)
-        await self._queue.put(request)
+        self._waiting.append(request)
+        self._waiting_inputs += len(inputs)
+        self._arrived.set()
+        if self._waiting_inputs >= self.max_batch_size:
+            self._full.set()
         return await request.answer
 
     async def _serve(self) -> None:
@@ -91,21 +102,22 @@ class Batcher:
                 await self._run(requests)
 
     async def _gather(self) -> list[Request]:
-        """The next batch: the first request waiting, and those that come within `timeout` while there is room."""
-        first, self._held = self._held or await self._queue.get(), None
-        batch, size = [first], len(first.inputs)
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        while size < self.max_batch_size:
-            try:
-                left = deadline - asyncio.get_running_loop().time()
-                nxt = self._queue.get_nowait() if left <= 0 else await asyncio.wait_for(self._queue.get(), left)
-            except (asyncio.QueueEmpty, asyncio.TimeoutError):
-                break
-            if size + len(nxt.inputs) > self.max_batch_size:
-                self._held = nxt
-                break
-            batch.append(nxt)
-            size += len(nxt.inputs)
+        """The next batch: the requests waiting, once they fill a batch or `timeout` after the first came; a
+        request that would overfill the batch waits for the next one (one too large for any is taken alone)."""
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        left = self._waiting[0].arrived + self.timeout - asyncio.get_running_loop().time()
+        if self._waiting_inputs < self.max_batch_size and left > 0:
+            self._full.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._full.wait(), left)
+        batch = [self._waiting.popleft()]
+        size = len(batch[0].inputs)
+        while self._waiting and size + len(self._waiting[0].inputs) <= self.max_batch_size:
+            batch.append(self._waiting.popleft())
+            size += len(batch[-1].inputs)
+        self._waiting_inputs -= size
         return batch
 
     async def _run(self, requests: list[Request]) -> None:
@@ -113,7 +125,7 @@ class Batcher:
         the request holding the bad input gets the error."""
         inputs = [item for request in requests for item in request.inputs]
         try:
-            records = await self._call(inputs, requests[0].options)
+            answers = await self._call(inputs, requests[0].options)
         except DlkitError as err:
             if len(requests) == 1:
                 self._answer(requests[0], error=await self._name_bad_input(requests[0], err))
@@ -127,10 +139,10 @@ class Batcher:
             return
         start = 0
         for request in requests:
-            self._answer(request, records[start:start + len(request.inputs)])
+            self._answer(request, answers[start:start + len(request.inputs)])
             start += len(request.inputs)
 
-    async def _call(self, inputs: list[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _call(self, inputs: list[Any], options: dict[str, Any]) -> list[Any]:
         self.counters.model_calls += 1
         self.counters.largest_batch = max(self.counters.largest_batch, len(inputs))
         loop = asyncio.get_running_loop()
@@ -148,11 +160,11 @@ class Batcher:
         return err
 
     @staticmethod
-    def _answer(request: Request, records: list[dict[str, Any]] | None = None,
+    def _answer(request: Request, answers: list[Any] | None = None,
                 error: BaseException | None = None) -> None:
         if request.answer.done():  # the client went away and its handler was cancelled
             return
         if error is not None:
             request.answer.set_exception(error)
         else:
-            request.answer.set_result(records)
+            request.answer.set_result(answers)

@@ -27,10 +27,13 @@ def load(ref: str, output_dir: str = "outputs") -> inference.Loaded:
 
 
 def serve(loaded: inference.Loaded, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          max_batch_size: int = 64, batch_timeout_ms: float = 2.0) -> None:
+          max_batch_size: int = 64, batch_timeout_ms: float = 2.0, threads: int | None = None) -> None:
     """Serve until SIGTERM or Ctrl+C; returns once the requests in flight are answered. (Call check_free first for
-    a one-line refusal of a busy port.)"""
+    a one-line refusal of a busy port.) Each worker computes with `threads` torch threads (default: the cores
+    shared out among the workers: more would have the workers' threads fight over the cores)."""
     import uvicorn
+
+    threads = threads or compute_threads(workers)
 
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False,
                                "timeout_graceful_shutdown": DRAIN_SECONDS}
@@ -39,22 +42,33 @@ def serve(loaded: inference.Loaded, host: str = "127.0.0.1", port: int = 8000, w
     for name in ("SIGINT", "SIGTERM"):
         signal.signal(getattr(signal, name), lambda *_: None)
     if workers == 1:
+        import torch
+
         from dlkit.serving.app import create_app
 
+        torch.set_num_threads(threads)
         uvicorn.run(create_app(loaded, max_batch_size, batch_timeout_ms), **options)
         return
     ref = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint
     os.environ[SETTINGS] = json.dumps({"ref": str(Path(ref).resolve()), "max_batch_size": max_batch_size,
-                                       "batch_timeout_ms": batch_timeout_ms})
+                                       "batch_timeout_ms": batch_timeout_ms, "threads": threads})
     uvicorn.run("dlkit.serving.server:app_from_environment", factory=True, workers=workers, **options)
 
 
 def app_from_environment() -> Any:
     """The app of one worker process, from the settings the parent process left in the environment."""
+    import torch
+
     from dlkit.serving.app import create_app
 
     settings = json.loads(os.environ[SETTINGS])
+    torch.set_num_threads(settings["threads"])
     return create_app(load(settings["ref"]), settings["max_batch_size"], settings["batch_timeout_ms"])
+
+
+def compute_threads(workers: int) -> int:
+    """Torch threads per worker: this machine's cores (those this process may use) shared out among the workers."""
+    return max(1, len(os.sched_getaffinity(0)) // workers)
 
 
 def check_free(host: str, port: int) -> None:
