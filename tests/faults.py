@@ -27,3 +27,15 @@ class KillAt(pl.Callback):
             if self.mark:
                 Path(self.mark).write_text(str(time.time()))
             os.kill(os.getpid(), self.signal)
+
+
+class SlowSteps(pl.Callback):
+    """Sleep `seconds` after every training step: a run that takes at least steps x seconds on any machine, however
+    lightly loaded (the sleep changes no number: no random draw, no state)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        time.sleep(self.seconds)

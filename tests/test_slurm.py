@@ -83,10 +83,12 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
-# 40 s of training or more here; the warning asked 50 s ahead of the 1-minute limit comes 10 to 40 s after the start
-# (Slurm looks at time limits every 30 s), so no start can train it all: the job must requeue at least once
-LONG = ["model=mlp", "data.batch_size=8", "trainer.max_epochs=12", "trainer.deterministic=true",
+# 6 epochs of 158 steps; the warning asked 50 s ahead of the 1-minute limit comes 10 to 40 s after the start (Slurm
+# looks at time limits every 30 s), and on the cluster each step also sleeps 50 ms (faults.SlowSteps: 47 s at the
+# least, on however fast a machine), so no start can train it all: the job must requeue at least once
+LONG = ["model=mlp", "data.batch_size=8", "trainer.max_epochs=6", "trainer.deterministic=true",
         "callbacks=minimal", "logger=[csv,wandb]", "seed=5", "test=false"]
+SLOW = ["+callbacks.slow._target_=faults.SlowSteps", "+callbacks.slow.seconds=0.05"]
 
 
 def test_a_job_at_its_time_limit_checkpoints_requeues_and_ends_as_if_never_stopped(cluster, tmp_path):
@@ -97,7 +99,8 @@ def test_a_job_at_its_time_limit_checkpoints_requeues_and_ends_as_if_never_stopp
     straight = start_cli("train", *LONG, cwd=reference_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     result = run_cli("train", "-m", *SMALL, "launcher.timeout_min=1", "launcher.signal_delay_s=50",
-                     "launcher.max_requeues=10", *LONG, cwd=slurm_dir, env=slurm_env(cluster), timeout=900)
+                     "launcher.max_requeues=10", *LONG, *SLOW, cwd=slurm_dir, timeout=900,
+                     env={**slurm_env(cluster), "PYTHONPATH": str(Path(__file__).parent)})
     took = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _, [job] = multirun_jobs(slurm_dir)
