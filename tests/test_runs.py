@@ -171,3 +171,19 @@ def test_show_prints_the_wandb_link_of_an_online_run(workspace, tmp_path):
     result = run_cli("runs", "show", str(copy), cwd=workspace)
     assert result.returncode == 0, result.stderr
     assert "W&B run: https://wandb.ai/me/dlkit/runs/abc12345" in result.stdout
+
+
+def test_a_run_id_is_never_one_the_command_line_reads_as_a_number(monkeypatch, tmp_path):
+    import secrets
+
+    from omegaconf import OmegaConf
+
+    from dlkit.runs import records
+
+    drawn = iter(["4e3810", "123456", "0e0001", "4e38a0"])
+    monkeypatch.setattr(secrets, "token_hex", lambda _: next(drawn))
+    folder = records.new_folder(tmp_path)
+    assert folder.name.endswith("-4e38a0")
+    # what Hydra makes of the ids it skipped, and of the one it took
+    assert OmegaConf.from_dotlist(["a=4e3810", "b=123456", "c=4e38a0"]) == {"a": float("inf"), "b": 123456,
+                                                                              "c": "4e38a0"}

@@ -289,7 +289,7 @@ class TextClassificationDataModule(DataModule):
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """A batch of model inputs for raw texts (a tab separates the two texts of a pair)."""
-        ids, lengths, types = encode_rows(self.tokenizer, *self._texts(raw), self.framed)
+        ids, lengths, types = encode_rows(self.tokenizer, *self._split_pairs(raw), self.framed)
         rows = Ragged.of(ids, lengths)
         rows = TextRows(rows, np.zeros(len(raw), dtype=np.int64), self.pad_id,
                         Ragged(types, rows.offsets) if types is not None else None)
@@ -297,9 +297,9 @@ class TextClassificationDataModule(DataModule):
         return inputs
 
     def overlong(self, raw: list[str]) -> list[bool]:
-        return cut_rows(self.tokenizer, *self._texts(raw), self.framed)
+        return cut_rows(self.tokenizer, *self._split_pairs(raw), self.framed)
 
-    def _texts(self, raw: list[str]) -> tuple[list[str], list[str] | None]:
+    def _split_pairs(self, raw: list[str]) -> tuple[list[str], list[str] | None]:
         """(first texts, second texts of pairs or None) of raw inputs: a tab separates the texts of a pair."""
         texts = [line.split("\t", 1) for line in raw]
         return [t[0] for t in texts], [t[1] if len(t) > 1 else "" for t in texts] if self.pairs else None

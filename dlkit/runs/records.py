@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import re
 import secrets
 import shutil
 import subprocess
@@ -109,12 +110,21 @@ def process_alive(pid: int | None, host: str | None = None, started_by: float | 
     return started is None or started_by is None or started <= float(started_by) + 5
 
 
+def run_id() -> str:
+    """Six random hex digits that the command line reads back as text: never all digits or digits-e-digits, which
+    Hydra would turn into a number (`model.pretrained=4e3810` is infinity, `resume=123456` an integer)."""
+    while True:
+        candidate = secrets.token_hex(3)
+        if not re.fullmatch(r"[0-9]+(e[0-9]+)?", candidate):
+            return candidate
+
+
 def new_folder(output_dir: str | Path, multirun: bool = False) -> Path:
     """Create a fresh, uniquely named folder; it never reuses an existing one."""
     base = Path(output_dir) / ("multirun" if multirun else "")
     now = datetime.now()
     for _ in range(100):
-        path = base / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}-{secrets.token_hex(3)}"
+        path = base / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}-{run_id()}"
         try:
             path.mkdir(parents=True, exist_ok=False)
             return path.resolve()
