@@ -215,12 +215,12 @@ class ModelServer:
     process: subprocess.Popen
     log: Path
 
-    def stop(self, timeout: float = 60) -> tuple[int, str]:
-        """SIGTERM, as a service manager stops it: (exit code, everything it printed)."""
+    def stop(self, timeout: float = 60, sig: str = "SIGTERM") -> tuple[int, str]:
+        """SIGTERM, as a service manager stops it (or SIGINT, Ctrl+C): (exit code, everything it printed)."""
         import signal
 
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(getattr(signal, sig))
         try:
             code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

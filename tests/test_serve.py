@@ -180,6 +180,8 @@ def test_images_as_base64_arrays_and_png_and_a_corrupt_one(digits_run, tmp_path)
         not_base64 = httpx.post(server.url + "/predict", json={"inputs": ["%%%"]})
         assert not_base64.status_code == 422 and not_base64.json()["error"].startswith("inputs[0]: not base64")
         assert httpx.post(server.url + "/predict", json={"inputs": encoded[:1]}).status_code == 200
+        code, log = server.stop(sig="SIGINT")  # Ctrl+C
+    assert code == 0 and "Stopped: the requests in flight were answered." in log, log
 
 
 def test_seq2seq_with_beam_search_and_bert_fill_mask(tmp_path):
@@ -210,7 +212,7 @@ def test_two_workers_share_the_port(text_run):
         while len(pids) < 2 and time.monotonic() < deadline:  # each new connection goes to either worker
             pids.add(httpx.get(server.url + "/info").json()["pid"])
         answer = httpx.post(server.url + "/predict", json={"inputs": TEXTS[:2]})
-        code, log = server.stop()
+        code, log = server.stop(sig="SIGINT")  # Ctrl+C: the supervisor stops both workers
     assert len(pids) == 2
     assert [o["label"] for o in answer.json()["outputs"]] == ["positive", "negative"]
     assert code == 0, log
