@@ -71,6 +71,11 @@ def test_predict_texts_from_arguments_and_stdin(text_run):
     assert result.returncode == 0, result.stderr[-2000:]
     labels = [json.loads(line)["label"] for line in result.stdout.splitlines()]
     assert labels == ["positive", "negative"]
+    assert result.stderr == ""
+    long = run_cli("predict", "latest", "fine", "good " * 300, "-f", "jsonl", cwd=root)
+    assert long.returncode == 0 and len(long.stdout.splitlines()) == 2
+    assert long.stderr.strip() == ("note: 1 input(s) longer than the model's 64 tokens were cut to their first 64 "
+                                   "(input 2).")
     import subprocess
 
     from conftest import dlkit_bin

@@ -63,6 +63,11 @@ def predict(
     loaded = inference.load(ref, [], output_dir, for_predict=True)
     options = {name: value for name, value in (("top_k", top_k), ("beam_size", beam_size)) if value is not None}
     records = inference.predict(loaded, inputs, batch_size=batch_size, **options)
+    cut = [str(i + 1) for i, long in enumerate(loaded.datamodule.overlong(inputs)) if long]
+    if cut:  # on stderr: the predictions on stdout stay one per input
+        limit = loaded.datamodule.spec.max_length
+        typer.secho(f"note: {len(cut)} input(s) longer than the model's {limit} tokens were cut to their first {limit} "
+                    f"(input {', '.join(cut[:10])}{' ...' if len(cut) > 10 else ''}).", fg="yellow", err=True)
     if fmt == "jsonl":
         typer.echo("\n".join(_json.dumps(r) for r in records))
         return
