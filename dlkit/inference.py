@@ -16,6 +16,11 @@ from dlkit.runs import checkpoints, records, relocate
 from dlkit.tasks.base import Task
 
 
+class BadInput(DlkitError):
+    """An input the run's data cannot turn into a batch (an unreadable image, an array of the wrong shape): the
+    input's fault, not the model's."""
+
+
 @dataclass
 class Loaded:
     """A trained model ready to use: its config, run folder (None for a lone .ckpt), checkpoint, data and task."""
@@ -123,8 +128,10 @@ def predict(loaded: Loaded, inputs: list[str], batch_size: int = 64, **options: 
                 batch = loaded.datamodule.encode_inputs(chunk)
             except NotImplementedError as err:  # data that does not predict (see DataModule.encode_inputs)
                 raise DlkitError(f"{err}.") from err
+            except DlkitError as err:  # (an image that cannot be read)
+                raise BadInput(str(err)) from err
             except (ValueError, RuntimeError, OSError) as err:
-                raise DlkitError(f"input does not fit this model's data ({type(err).__name__}: {err})") from err
+                raise BadInput(f"input does not fit this model's data ({type(err).__name__}: {err})") from err
             try:
                 predicted = loaded.task.predict_batch(batch, **options)
             except NotImplementedError as err:  # a task that does not predict (see Task.predict_batch)

@@ -74,6 +74,11 @@ def test_answers_equal_predict_and_info_describes_the_run(text_server, text_run)
     assert httpx.get(text_server.url + "/health").json() == {"status": "ok"}
     spec = httpx.get(text_server.url + "/openapi.json").json()
     assert "/predict" in spec["paths"] and "PredictRequest" in json.dumps(spec)
+    # it listens on 127.0.0.1 only (the kernel's table of listening sockets: address 0100007F, state 0A)
+    port = f"{int(text_server.url.rsplit(':', 1)[1]):04X}"
+    listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[1].endswith(f":{port}") and line.split()[3] == "0A"]
+    assert listening == [f"0100007F:{port}"]
 
 
 def test_concurrent_requests_are_answered_in_fewer_model_calls(text_server):
@@ -89,8 +94,8 @@ def test_concurrent_requests_are_answered_in_fewer_model_calls(text_server):
     after = httpx.get(text_server.url + "/info").json()["batching"]
     assert after["requests"] - before["requests"] == 50
     calls = after["model_calls"] - before["model_calls"]
-    assert calls < 50 and after["largest_batch"] > 1, after
-    # each answer is the one its text gets alone
+    assert calls < 50, after
+    # each answer is the one its text gets in a batch of all 50 (padding moves no label, and probabilities by < 1e-5)
     alone = httpx.post(text_server.url + "/predict", json={"inputs": texts}).json()["outputs"]
     same_records([a.json()["outputs"][0] for a in answers], alone)
 
@@ -103,6 +108,8 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_goes_on(text_ser
         ({"inputs": "a text"}, 422, "inputs: Input should be a valid list"),
         ({"texts": ["a"]}, 422, "inputs: Field required"),
         ({"inputs": ["a"], "top_k": 0}, 422, "top_k: Input should be greater than or equal to 1"),
+        ({"inputs": ["a"], "topk": 2}, 422, "topk: Extra inputs are not permitted (got 2)"),
+        ({"inputs": ["a"], "beam_size": 65}, 422, "beam_size: Input should be less than or equal to 64"),
         ({"inputs": ["a"] * 65}, 413, "inputs: 65 inputs; this server takes at most 64 per request"),
     ]
     for body, status, message in cases:
@@ -128,13 +135,14 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(text_run):
 
         async def send_and_stop() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-                sent = [asyncio.create_task(client.post("/predict", json={"inputs": [f"{t} {i}"]}))
-                        for i, t in enumerate(TEXTS * 8)][:30]
+                sent = [asyncio.create_task(client.post("/predict", json={"inputs": [f"{TEXTS[i % 4]} {i}"]}))
+                        for i in range(30)]
                 async with httpx.AsyncClient(base_url=server.url) as watcher:
-                    for _ in range(200):
-                        if (await watcher.get("/info")).json()["batching"]["requests"] == 30:
-                            break
+                    deadline = time.monotonic() + 30
+                    while (await watcher.get("/info")).json()["batching"]["requests"] < 30:
+                        assert time.monotonic() < deadline, "the 30 requests did not reach the server"
                         await asyncio.sleep(0.01)
+                assert not any(task.done() for task in sent)  # all inside the server, none answered yet
                 server.process.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*sent)
 
@@ -143,7 +151,7 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(text_run):
     assert [a.status_code for a in answers] == [200] * 30
     assert all(len(a.json()["outputs"]) == 1 for a in answers)
     assert code == 0, log
-    assert "Stopped: the requests in flight were answered." in log
+    assert log.rstrip().endswith("Stopped.")
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +176,7 @@ def test_images_as_base64_arrays_and_png_and_a_corrupt_one(digits_run, tmp_path)
     image.save(tmp_path / "6.png")
     files.append(tmp_path / "6.png")
     encoded.append("data:image/png;base64," + base64.b64encode((tmp_path / "6.png").read_bytes()).decode())
-    with model_server(digits_run, "--max-batch-size", "8", cwd=digits_run.parent) as server:
+    with model_server(digits_run, "--max-batch-size", "8", "--batch-timeout", "300", cwd=digits_run.parent) as server:
         answer = httpx.post(server.url + "/predict", json={"inputs": encoded, "top_k": 3})
         assert answer.status_code == 200, answer.text
         expected = predicted(digits_run, [str(f) for f in files], "--top-k", "3")
@@ -177,11 +185,22 @@ def test_images_as_base64_arrays_and_png_and_a_corrupt_one(digits_run, tmp_path)
                              json={"inputs": [encoded[0], base64.b64encode(b"no image").decode()]})
         assert corrupt.status_code == 422
         assert corrupt.json()["error"].startswith("inputs[1]: these bytes are no image PIL can read")
+        # a corrupt image in the same batch as good ones fails its own request only (a 300 ms batch timeout: the
+        # four requests sent together share one batch)
+        async def together() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                bodies = [encoded[:2], [base64.b64encode(b"no image").decode()], encoded[2:4], encoded[4:5]]
+                return await asyncio.gather(*(client.post("/predict", json={"inputs": b}) for b in bodies))
+
+        mixed = asyncio.run(together())
+        assert [a.status_code for a in mixed] == [200, 422, 200, 200]
+        assert [o["label"] for a in (mixed[0], mixed[2], mixed[3]) for o in a.json()["outputs"]] == \
+            [r["label"] for r in expected[:5]]
         not_base64 = httpx.post(server.url + "/predict", json={"inputs": ["%%%"]})
         assert not_base64.status_code == 422 and not_base64.json()["error"].startswith("inputs[0]: not base64")
         assert httpx.post(server.url + "/predict", json={"inputs": encoded[:1]}).status_code == 200
         code, log = server.stop(sig="SIGINT")  # Ctrl+C
-    assert code == 0 and "Stopped: the requests in flight were answered." in log, log
+    assert code == 0 and log.rstrip().endswith("Stopped."), log
 
 
 def test_seq2seq_with_beam_search_and_bert_fill_mask(tmp_path):

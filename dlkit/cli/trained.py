@@ -63,9 +63,10 @@ def predict(
     loaded = inference.load(ref, [], output_dir, for_predict=True)
     options = {name: value for name, value in (("top_k", top_k), ("beam_size", beam_size)) if value is not None}
     records = inference.predict(loaded, inputs, batch_size=batch_size, **options)
-    cut = [str(i + 1) for i, long in enumerate(loaded.datamodule.overlong(inputs)) if long]
+    limits = loaded.datamodule.overlong(inputs)
+    cut = [str(i + 1) for i, limit in enumerate(limits) if limit]
     if cut:  # on stderr: the predictions on stdout stay one per input
-        limit = loaded.datamodule.spec.max_length
+        limit = max(n for n in limits if n)
         typer.secho(f"note: {len(cut)} input(s) longer than the model's {limit} tokens were cut to their first {limit} "
                     f"(input {', '.join(cut[:10])}{' ...' if len(cut) > 10 else ''}).", fg="yellow", err=True)
     if fmt == "jsonl":
@@ -99,12 +100,13 @@ def serve(
     server.check_free(host, port)  # before the model loads
     loaded = server.load(ref, output_dir)
     where = loaded.run_dir or loaded.checkpoint
+    address = f"[{host}]" if ":" in host else host
     typer.echo(f"Serving {where} ({type(loaded.task.model).__name__}, {loaded.datamodule.kind}) at "
-               f"http://{host}:{port}: POST /predict, GET /health, GET /info, docs at /docs. Ctrl+C stops.")
+               f"http://{address}:{port}: POST /predict, GET /health, GET /info, docs at /docs. Ctrl+C stops.")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.secho(f"Listening on {host}: other machines can reach this server.", fg="yellow", err=True)
     server.serve(loaded, host, port, workers, max_batch_size, batch_timeout, threads)
-    typer.echo("Stopped: the requests in flight were answered.")
+    typer.echo("Stopped.")
 
 
 @app.command()

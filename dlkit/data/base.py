@@ -246,9 +246,10 @@ class DataModule(pl.LightningDataModule):
         `dlkit serve` feed them."""
         raise NotImplementedError(f"predict does not support {type(self).__name__} yet")
 
-    def overlong(self, raw: list[str]) -> list[bool]:
-        """Whether encode_inputs() cuts each raw input to the model's limit (max_length tokens); images: never."""
-        return [False] * len(raw)
+    def overlong(self, raw: list[str]) -> list[int | None]:
+        """For each raw input that encode_inputs() cuts to the model's limit, the tokens it keeps; None for the
+        others (images: always None)."""
+        return [None] * len(raw)
 
     def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
         """What a program outside dlkit needs to turn raw inputs into model inputs exactly as encode_inputs() does:

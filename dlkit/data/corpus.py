@@ -355,8 +355,8 @@ class CorpusDataModule(DataModule):
         return {"input": "text", "tokenizer": "tokenizer.json", "max_length": self.max_length, "framed": True,
                 "special_tokens": specials, "steps": CLIENT_ENCODING + " Write [MASK] where a token is to be filled."}
 
-    def overlong(self, raw: list[str]) -> list[bool]:
-        return cut_rows(self.tokenizer, raw, special=True)
+    def overlong(self, raw: list[str]) -> list[int | None]:
+        return [self.max_length if c else None for c in cut_rows(self.tokenizer, raw, special=True)]
 
     def encode_inputs(self, raw: list[str]) -> dict[str, torch.Tensor]:
         """Texts with [MASK] tokens, framed [CLS] text [SEP] (nothing else is masked)."""

@@ -235,9 +235,9 @@ class Seq2SeqDataModule(DataModule):
         mask = (np.arange(src.shape[1]) < lengths[:, None]).astype(np.int64)
         return {"src_ids": torch.from_numpy(src), "src_mask": torch.from_numpy(mask)}
 
-    def overlong(self, raw: list[str]) -> list[bool]:
-        lengths = encode_rows(self.src_tokenizer, raw)[1]
-        return [self.max_length is not None and int(n) > self.max_length for n in lengths]
+    def overlong(self, raw: list[str]) -> list[int | None]:
+        limit, lengths = self.max_length, encode_rows(self.src_tokenizer, raw)[1]
+        return [limit if limit is not None and int(n) > limit else None for n in lengths]
 
     def client_preprocessing(self, out_dir: Path) -> dict[str, Any]:
         """The source tokenizer (truncating to max_length and padding) and the target one that decodes; one file

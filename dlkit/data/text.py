@@ -296,8 +296,9 @@ class TextClassificationDataModule(DataModule):
         inputs, _ = rows.__getitems__(list(range(len(raw))))
         return inputs
 
-    def overlong(self, raw: list[str]) -> list[bool]:
-        return cut_rows(self.tokenizer, *self._split_pairs(raw), self.framed)
+    def overlong(self, raw: list[str]) -> list[int | None]:
+        cut = cut_rows(self.tokenizer, *self._split_pairs(raw), self.framed)
+        return [self.max_length if c else None for c in cut]
 
     def _split_pairs(self, raw: list[str]) -> tuple[list[str], list[str] | None]:
         """(first texts, second texts of pairs or None) of raw inputs: a tab separates the texts of a pair."""

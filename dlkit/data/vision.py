@@ -210,7 +210,7 @@ def load_image(item: str | Path | bytes, shape: tuple[int, ...]) -> torch.Tensor
             image = image.convert("L" if shape[0] == 1 else "RGB").resize((shape[2], shape[1]),
                                                                           Image.Resampling.BICUBIC)
             array = np.asarray(image, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as err:
         if isinstance(item, bytes):  # (PIL's message names the in-memory file object)
             raise DlkitError("these bytes are no image PIL can read (PNG, JPEG) nor a .npy array") from err
         raise DlkitError(f"image file {item} cannot be read as an image ({err})") from err

@@ -21,7 +21,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 import dlkit
@@ -29,14 +29,18 @@ from dlkit import inference
 from dlkit.errors import DlkitError
 from dlkit.serving.batching import Batcher, InputError, Predict
 
+MAX_BEAM = 64  # a wider beam would hold the model thread for every other request
+
 
 class PredictRequest(BaseModel):
     """What to predict."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is refused, not ignored
+
     inputs: list[str] = Field(description="Texts (seq2seq: source sentences; masked LM: texts with [MASK]), or "
                                           "images as base64 strings (PNG/JPEG or .npy bytes).")
     top_k: int | None = Field(None, ge=1, description="Classifiers: the k most likely labels; masked LM: k fills.")
-    beam_size: int | None = Field(None, ge=1, description="Seq2seq: beam search width (1: greedy).")
+    beam_size: int | None = Field(None, ge=1, le=MAX_BEAM, description="Seq2seq: beam search width (1: greedy).")
 
 
 class PredictResponse(BaseModel):
@@ -49,7 +53,7 @@ class PredictResponse(BaseModel):
 def create_app(loaded: inference.Loaded, max_batch_size: int = 64, batch_timeout_ms: float = 2.0) -> FastAPI:
     """The app serving one trained run."""
     images = loaded.datamodule.kind == "image_classification"
-    batcher = Batcher(_predictor(loaded), max_batch_size, batch_timeout_ms / 1000)
+    batcher = Batcher(_predictor(loaded), max_batch_size, batch_timeout_ms / 1000, input_errors=(inference.BadInput,))
     about = describe(loaded, images)
 
     @asynccontextmanager
@@ -66,7 +70,7 @@ def create_app(loaded: inference.Loaded, max_batch_size: int = 64, batch_timeout
                   summary=f"{about['model']} trained in {about['run']}")
 
     @app.post("/predict", response_model=PredictResponse)
-    async def predict(request: PredictRequest) -> PredictResponse:
+    async def predict(request: PredictRequest) -> Response:
         """Predict a batch of inputs (batched with other requests that arrive at the same time)."""
         if not request.inputs:
             raise HTTPException(422, "inputs: empty: give at least one input")
@@ -78,16 +82,16 @@ def create_app(loaded: inference.Loaded, max_batch_size: int = 64, batch_timeout
         answers = await batcher.submit(inputs, options)
         outputs = [{**record, "input": i} for i, (record, _) in enumerate(answers)] if images else \
             [record for record, _ in answers]
-        limit = loaded.datamodule.spec.max_length
-        warnings = [f"inputs[{i}]: longer than the model's {limit} tokens; only the first {limit} were read"
+        warnings = [f"inputs[{i}]: longer than the model's {cut} tokens; only the first {cut} were read"
                     for i, (_, cut) in enumerate(answers) if cut]
         # the answer as JSON text at once (FastAPI would validate it against PredictResponse again first)
         return Response(json.dumps({"outputs": outputs, "warnings": warnings}), media_type="application/json")
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        """200 while the server takes requests."""
-        return {"status": "ok"}
+    async def health() -> JSONResponse:
+        """200 while the server takes requests (503 if its batcher has stopped)."""
+        return JSONResponse({"status": "ok"} if batcher.running else {"status": "failed"},
+                            status_code=200 if batcher.running else 503)
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
@@ -113,10 +117,10 @@ def describe(loaded: inference.Loaded, images: bool) -> dict[str, Any]:
 
 
 def _predictor(loaded: inference.Loaded) -> Predict:
-    """The batcher's model call for a whole batch: per input, predict's record and whether the text was cut to
-    the model's length limit."""
+    """The batcher's model call for a whole batch: per input, predict's record and, for a text cut to the model's
+    length limit, that limit."""
 
-    def predict(inputs: list[Any], options: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    def predict(inputs: list[Any], options: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
         records = inference.predict(loaded, inputs, batch_size=len(inputs), **options)
         return list(zip(records, loaded.datamodule.overlong(inputs)))
 
@@ -127,7 +131,7 @@ def _image_bytes(index: int, item: str) -> bytes:
     """An image given as base64 (optionally a data: URL), decoded."""
     text = item.split(",", 1)[1] if item.startswith("data:") and "," in item else item
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode("".join(text.split()), validate=True)  # (line breaks of wrapped base64 dropped)
     except (binascii.Error, ValueError) as err:
         raise InputError(index, f"not base64 ({err}); send images as base64 of a PNG/JPEG file or .npy "
                                 "array") from err

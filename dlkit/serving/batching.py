@@ -23,10 +23,9 @@ Predict = Callable[[list[Any], dict[str, Any]], list[Any]]
 
 
 class InputError(DlkitError):
-    """An input the model cannot take (a corrupt image, an array of the wrong shape): the request's fault."""
+    """An input of a request that the model cannot take, named by its position in the request."""
 
     def __init__(self, index: int, message: str) -> None:
-        self.index = index
         super().__init__(f"inputs[{index}]: {message}")
 
 
@@ -57,12 +56,16 @@ class Counters:
 class Batcher:
     """Gathers requests into batches of at most `max_batch_size` inputs and runs `predict` on each batch."""
 
-    def __init__(self, predict: Predict, max_batch_size: int, timeout: float) -> None:
+    def __init__(self, predict: Predict, max_batch_size: int, timeout: float,
+                 input_errors: tuple[type[Exception], ...] = ()) -> None:
+        """`input_errors`: what `predict` raises when an input is at fault (the request is answered with an InputError
+        naming that input); anything else it raises is the model's failure."""
         self.predict, self.max_batch_size, self.timeout = predict, max_batch_size, timeout
+        self.input_errors = input_errors
         self.counters = Counters()
         self._waiting: deque[Request] = deque()  # in the order they came
         self._waiting_inputs = 0
-        self._arrived = asyncio.Event()  # set when a request comes to an empty queue
+        self._arrived = asyncio.Event()  # set when a request comes
         self._full = asyncio.Event()  # set when the requests waiting fill a batch
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlkit-model")
         self._task: asyncio.Task | None = None
@@ -70,13 +73,20 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
-        """Stop after the batch in hand (the server drains its requests before it stops the batcher)."""
+        """Stop batching (the server stops it once it has answered, or after its drain time given up on, every
+        request); requests still waiting are answered with an error."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._model_thread.shutdown(wait=True)
+        while self._waiting:
+            self._answer(self._waiting.popleft(), error=DlkitError("the server stopped before this request's turn"))
+        self._model_thread.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, inputs: list[Any], options: dict[str, Any]) -> list[Any]:
         """One answer per input (what `predict` gave for it), once the batch holding them has been through the
@@ -99,11 +109,15 @@ class Batcher:
             for request in batch:
                 groups.setdefault(tuple(sorted(request.options.items())), []).append(request)
             for requests in groups.values():
-                await self._run(requests)
+                try:
+                    await self._run(requests)
+                except Exception as err:  # noqa: BLE001 - whatever went wrong, the requests get an answer and
+                    for request in requests:  # the batcher goes on
+                        self._answer(request, error=err)
 
     async def _gather(self) -> list[Request]:
         """The next batch: the requests waiting, once they fill a batch or `timeout` after the first came; a
-        request that would overfill the batch waits for the next one (one too large for any is taken alone)."""
+        request that would overfill the batch waits for the next one."""
         while not self._waiting:
             self._arrived.clear()
             await self._arrived.wait()
@@ -121,21 +135,18 @@ class Batcher:
         return batch
 
     async def _run(self, requests: list[Request]) -> None:
-        """One model call for the requests (same options); if an input fails it, each request alone, so that only
-        the request holding the bad input gets the error."""
+        """One model call for the requests (same options). If it fails, each request is run alone, so that only the
+        request at fault gets the error (an input's fault names the input)."""
         inputs = [item for request in requests for item in request.inputs]
         try:
             answers = await self._call(inputs, requests[0].options)
-        except DlkitError as err:
-            if len(requests) == 1:
-                self._answer(requests[0], error=await self._name_bad_input(requests[0], err))
-                return
-            for request in requests:
-                await self._run([request])
-            return
-        except Exception as err:  # noqa: BLE001 - a model failure fails the requests, not the server
-            for request in requests:
-                self._answer(request, error=err)
+        except Exception as err:  # noqa: BLE001 - answered as the request's error, below
+            if len(requests) > 1:
+                for request in requests:
+                    await self._run([request])
+            else:
+                failed = await self._name_bad_input(requests[0], err) if isinstance(err, self.input_errors) else err
+                self._answer(requests[0], error=failed)
             return
         start = 0
         for request in requests:
@@ -148,15 +159,17 @@ class Batcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._model_thread, self.predict, inputs, options)
 
-    async def _name_bad_input(self, request: Request, err: DlkitError) -> DlkitError:
-        """The error of the first input that fails alone (InputError naming its index), or err when none does."""
+    async def _name_bad_input(self, request: Request, err: Exception) -> Exception:
+        """The error of the first input that fails alone, as an InputError naming it (err when none does)."""
         if len(request.inputs) == 1:
             return InputError(0, str(err))
         for index, item in enumerate(request.inputs):
             try:
                 await self._call([item], request.options)
-            except DlkitError as alone:
+            except self.input_errors as alone:
                 return InputError(index, str(alone))
+            except Exception as other:  # noqa: BLE001 - the model's failure, not an input's
+                return other
         return err
 
     @staticmethod

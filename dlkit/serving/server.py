@@ -7,11 +7,11 @@ connections, answers the requests in flight (for up to DRAIN_SECONDS), then exit
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import socket
-from pathlib import Path
 from typing import Any
 
 from dlkit import inference
@@ -49,8 +49,8 @@ def serve(loaded: inference.Loaded, host: str = "127.0.0.1", port: int = 8000, w
         torch.set_num_threads(threads)
         uvicorn.run(create_app(loaded, max_batch_size, batch_timeout_ms), **options)
         return
-    ref = loaded.run_dir if loaded.run_dir is not None else loaded.checkpoint
-    os.environ[SETTINGS] = json.dumps({"ref": str(Path(ref).resolve()), "max_batch_size": max_batch_size,
+    # the checkpoint itself: a run folder would give its best checkpoint, which need not be the one asked for
+    os.environ[SETTINGS] = json.dumps({"ref": str(loaded.checkpoint.resolve()), "max_batch_size": max_batch_size,
                                        "batch_timeout_ms": batch_timeout_ms, "threads": threads})
     uvicorn.run("dlkit.serving.server:app_from_environment", factory=True, workers=workers, **options)
 
@@ -81,7 +81,7 @@ def check_free(host: str, port: int) -> None:
         except PermissionError as err:
             raise UsageError(f"--port {port}: not allowed here ({err.strerror}); choose a port above 1023.") from err
         except OSError as err:
-            if err.errno == 98:  # EADDRINUSE
+            if err.errno == errno.EADDRINUSE:
                 raise DlkitError(f"port {port} on {host} is in use; choose another with --port.") from err
             raise UsageError(f"--host {host}: cannot serve there ({err.strerror}); 127.0.0.1 serves this "
                              "machine only, 0.0.0.0 every network it is on.") from err

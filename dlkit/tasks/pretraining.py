@@ -65,7 +65,7 @@ class PretrainingTask(Task):
             fills = []
             for position in (ids == self.spec.mask_id).nonzero().flatten().tolist():
                 probabilities = logits[row, position].softmax(-1)
-                values, tokens = probabilities.topk(max(1, top_k))
+                values, tokens = probabilities.topk(min(max(1, top_k), probabilities.shape[-1]))
                 fills.append([{"token": self._tokenizer.id_to_token(t), "probability": round(v, 6)}
                               for v, t in zip(values.tolist(), tokens.tolist())])
             records.append({"fills": fills})
