@@ -182,8 +182,12 @@ CLIENT_ENCODING = ("encodings = Tokenizer.from_file(tokenizer).encode_batch(text
 def cut_rows(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
              special: bool = False) -> list[bool]:
     """Whether the tokenizer (truncating as frame() set it) cuts tokens off each text (or pair of texts)."""
-    inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
-    return [bool(e.overflowing) for e in tokenizer.encode_batch(inputs, add_special_tokens=special)]
+    return [bool(e.overflowing) for e in tokenizer.encode_batch(_batch(texts, pairs), add_special_tokens=special)]
+
+
+def _batch(texts: Sequence[str], pairs: Sequence[str] | None) -> list[Any]:
+    """What the tokenizer's batch calls take: the texts, or (text, text_pair) tuples."""
+    return list(zip(texts, pairs)) if pairs is not None else list(texts)
 
 
 def encode_rows(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
@@ -191,8 +195,7 @@ def encode_rows(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str]
     """(token ids of every text one after another [int32], each text's length, segment ids [int8] of pairs), from
     one parallel call of the tokenizer (framed and truncated by it, see frame())."""
     batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
-    encodings = batch(inputs, add_special_tokens=special)
+    encodings = batch(_batch(texts, pairs), add_special_tokens=special)
     lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
     total = int(lengths.sum())
     ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)

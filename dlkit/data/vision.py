@@ -65,7 +65,7 @@ class DigitsDataModule(DataModule):
         images = []
         for item in raw:
             if is_array(item) and (isinstance(item, bytes) or Path(item).is_file()):
-                array = np.load(io.BytesIO(item) if isinstance(item, bytes) else Path(item))
+                array = np.load(_readable(item))
                 images.append(torch.from_numpy(array.astype(np.float32)).reshape(1, 8, 8) / 16.0)
             else:
                 images.append(load_image(item, (1, 8, 8)))
@@ -193,12 +193,17 @@ def is_array(item: str | Path | bytes) -> bool:
     return item.startswith(NPY_MAGIC) if isinstance(item, bytes) else Path(item).suffix == ".npy"
 
 
+def _readable(item: str | Path | bytes) -> io.BytesIO | Path:
+    """What numpy and PIL open: the file named, or the bytes given."""
+    return io.BytesIO(item) if isinstance(item, bytes) else Path(item)
+
+
 def load_image(item: str | Path | bytes, shape: tuple[int, ...]) -> torch.Tensor:
     """One image (a file's path, or the bytes of an image file or a .npy array) as a float tensor [C, H, W] in
     [0, 1] of the given shape."""
     if not isinstance(item, bytes) and not Path(item).is_file():
         raise DlkitError(f"image file {item} does not exist")
-    source = io.BytesIO(item) if isinstance(item, bytes) else Path(item)
+    source = _readable(item)
     if is_array(item):
         array = np.load(source).astype(np.float32)
         array = array / 255.0 if array.max() > 1.0 else array

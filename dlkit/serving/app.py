@@ -15,6 +15,7 @@ import gc
 import json
 import os
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -97,7 +98,7 @@ def create_app(loaded: inference.Loaded, max_batch_size: int = 64, batch_timeout
     async def info() -> dict[str, Any]:
         """The run served, its model and classes, the batching settings and what the server has done so far."""
         batching = {"max_batch_size": max_batch_size, "batch_timeout_ms": batch_timeout_ms,
-                    **batcher.counters.as_dict()}
+                    **asdict(batcher.counters)}
         return {**about, "pid": os.getpid(), "threads": torch.get_num_threads(), "batching": batching}
 
     _one_line_errors(app)

@@ -48,10 +48,6 @@ class Counters:
     model_calls: int = 0
     largest_batch: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return {"requests": self.requests, "inputs": self.inputs, "model_calls": self.model_calls,
-                "largest_batch": self.largest_batch}
-
 
 class Batcher:
     """Gathers requests into batches of at most `max_batch_size` inputs and runs `predict` on each batch."""
