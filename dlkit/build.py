@@ -118,14 +118,16 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = N
     )
 
 
-def build_eval_trainer(cfg: DictConfig, logger: Any = None) -> pl.Trainer:
-    """The Trainer of `dlkit eval`: the run's accelerator, precision and limit_test_batches, on one device, with
-    `logger` (the eval's own W&B run) or none; no checkpoints, no callbacks of the run."""
+def build_eval_trainer(cfg: DictConfig, logger: Any = None, split: str = "test") -> pl.Trainer:
+    """The Trainer of `dlkit eval` and `dlkit report`: the run's accelerator and precision, on one device, with
+    `logger` (the eval's own W&B run) or none; no checkpoints, no callbacks of the run. Testing and predicting
+    (a report of the split) read as many batches as the run's trainer.limit_<split>_batches allowed."""
     settings = cfg.trainer
+    limit = settings.get(f"limit_{split}_batches")
     return pl.Trainer(accelerator=settings.get("accelerator", "auto"), devices=1, logger=logger or False,
                       enable_checkpointing=False, enable_model_summary=False,
                       precision=settings.get("precision", "32-true"),
-                      limit_test_batches=settings.get("limit_test_batches"))
+                      limit_test_batches=limit, limit_predict_batches=limit)
 
 
 def strategy_with_timeout(strategy: Any, timeout_s: float | None) -> Any:

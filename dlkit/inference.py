@@ -49,11 +49,12 @@ def load(ref: str, overrides: list[str] | None = None, output_dir: str = "output
     saved = OmegaConf.load(run_dir / records.CONFIG) if run_dir else OmegaConf.create(checkpoint["dlkit"]["config"])
     cfg = relocate.retarget(saved)
     world_size = int(records.read_json(run_dir / records.SUMMARY).get("world_size") or 1) if run_dir else 1
-    limit = cfg.trainer.get("limit_test_batches")
-    if world_size > 1 and isinstance(limit, int) and not isinstance(limit, bool):
-        # each of the run's processes tested `limit` batches of an interleaved split: together, the first
-        # limit * world_size batches that one process sees
-        cfg.trainer.limit_test_batches = limit * world_size
+    for split in ("val", "test"):
+        limit = cfg.trainer.get(f"limit_{split}_batches")
+        if world_size > 1 and isinstance(limit, int) and not isinstance(limit, bool):
+            # each of the run's processes read `limit` batches of an interleaved split: together, the first
+            # limit * world_size batches that one process sees
+            cfg.trainer[f"limit_{split}_batches"] = limit * world_size
     bad = [o for o in overrides or [] if "=" not in o or o.startswith(("+", "~"))]
     if bad:
         raise UsageError(f"'{bad[0]}': give settings as key=value (e.g. data.test_file=other.csv).")

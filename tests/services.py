@@ -6,6 +6,8 @@
 - `postgres_server`: a PostgreSQL server (initdb + pg_ctl on a free port), run by the `postgres` system user
   because PostgreSQL refuses to run as root.
 - `model_server`: `dlkit serve RUN` on a free port, as a user starts it (the console script, a process of its own).
+- `browser`: headless Chromium (Debian's chromium) driven through Debian's chromedriver on a free 127.0.0.1 port
+  (Selenium), with the network switched off, so a page that needs anything beyond its own file fails.
 
 Each waits, with a bounded time, until the service answers, and raises with the service's own log when it does not.
 """
@@ -21,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "sinfo", "scontrol")
 
@@ -257,3 +260,30 @@ def model_server(run: Path, *options: str, cwd: Path, timeout: float = 90) -> It
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def browser(width: int = 1400, height: int = 1000, timeout: float = 60) -> Iterator[Any]:
+    """A headless Chromium that keeps the page's console messages (driver.get_log("browser")) and cannot reach the
+    network; quit at the end."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = _binary("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     f"--window-size={width},{height}", "--allow-file-access-from-files"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # chromedriver answers on 127.0.0.1 only (its default allows local clients alone)
+    service = Service(executable_path=_binary("chromedriver"), port=free_port())
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        driver.set_page_load_timeout(timeout)
+        driver.set_script_timeout(timeout)
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, "latency": 0,
+                                                                     "downloadThroughput": -1, "uploadThroughput": -1})
+        yield driver
+    finally:
+        driver.quit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -40,7 +41,6 @@ def runs_list(
 
 def _runs_folder(path: str, what: str, expected: str) -> None:
     """A usage error (exit 2) unless path is a folder."""
-    from pathlib import Path
 
     if not Path(path).expanduser().is_dir():
         hint = "train a run first (dlkit train), or give" if path == "outputs" else "give"
@@ -54,16 +54,21 @@ def runs_compare(
         None, "--multirun", help="Compare every job of this multirun folder (latest: the newest multirun)."),
     metric: Optional[str] = typer.Option(None, help="Metric to rank by (default: the runs' optimized metric)."),  # noqa: UP045
     plot: bool = typer.Option(False, "--plot", help="Also write a PNG of the metric's curves."),
+    report: bool = typer.Option(False, "--report", help="Also write one HTML page of the runs' reports side by side "
+                                "(each run's report is made first where it is missing or out of date)."),
+    split: str = typer.Option("test", help="With --report: the split the reports are of (test or val)."),
     output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
     fmt: str = FormatOption,
 ) -> None:
     """The config values that differ between runs, with their metrics; the best run highlighted."""
-    from pathlib import Path
-
     from dlkit import ui
     from dlkit.runs import query
 
     fmt = table_format(fmt)
+    if report:
+        from dlkit.reporting.report import check_split
+
+        check_split(split)
     folders = [query.find_run(ref, output_dir) for ref in refs or []]
     if multirun == "latest":
         multirun = str(query.latest_multirun(output_dir))
@@ -84,6 +89,22 @@ def runs_compare(
         name = metric or loaded[0].metric_name
         target = Path(multirun or loaded[0].path.parent) / f"compare-{name.replace('/', '_')}.png"
         typer.echo(f"Plot: {query.plot_curves(loaded, name, target)}")
+    if report:
+        folder = Path(multirun or loaded[0].path.parent)
+        typer.echo(f"Reports side by side: {_compare_reports([run.path for run in loaded], split, folder)}")
+
+
+def _compare_reports(runs: list[Path], split: str, folder: Path) -> str:
+    """Each run's report (made where missing or out of date), then the page of all of them side by side."""
+    from dlkit import inference
+    from dlkit.reporting import compare, report
+
+    def make(run: Path) -> None:
+        typer.echo(f"Making the {split} report of {run} ...")
+        loaded = inference.load(str(run))
+        report.write(report.build(loaded, split), report.default_folder(loaded, split))
+
+    return str(compare.compare(runs, split, folder / f"compare-report-{split}.html", make))
 
 
 @runs_app.command("show")

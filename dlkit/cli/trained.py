@@ -1,4 +1,4 @@
-"""The commands on a trained run: `dlkit eval`, `dlkit predict`, `dlkit serve` and `dlkit export`."""
+"""The commands on a trained run: `dlkit eval`, `dlkit report`, `dlkit predict`, `dlkit serve` and `dlkit export`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,44 @@ def eval_run(
     record = {"checkpoint": str(loaded.checkpoint.resolve()), "overrides": list(overrides or []), "metrics": metrics}
     target = records.write_eval(inference.output_folder(loaded), {**record, "wandb": tracked} if tracked else record)
     typer.echo(f"Saved: {target}")
+    if tracked and tracked.get("url"):
+        typer.echo(f"W&B eval run: {tracked['url']}")
+    elif tracked:
+        typer.echo(f"W&B ran offline ({tracked['offline_reason']}). Upload the eval run with: {tracked['sync']}")
+
+
+@app.command()
+def report(
+    ref: str = typer.Argument(..., help="A run folder, run id, latest, or a .ckpt file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value settings, e.g. data.test_file=x.csv"),  # noqa: UP045
+    split: str = typer.Option("test", help="The split to report on: test or val."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder to write (default: <run>/report-<split>)."),  # noqa: UP045
+    mistakes: int = typer.Option(16, min=0, help="Classifiers: how many of the most confident mistakes to show."),
+    output_dir: str = typer.Option("outputs", help="Where run ids and latest are looked up."),
+) -> None:
+    """Evaluate a trained run on a split and write what a person looks at: report.html (opens offline), a PNG per
+    figure and metrics.json. Classifiers: per-class precision / recall / F1, confusion matrix, ROC and PR curves,
+    calibration, the most confident mistakes; seq2seq: BLEU, chrF, exact match, lengths, samples; BERT
+    pre-training: masked-LM and NSP accuracy. A run that logged to W&B gets the figures in a W&B eval run."""
+    from pathlib import Path
+
+    from dlkit import inference, ui
+    from dlkit.reporting import report as reports
+
+    reports.check_split(split)
+    ui.quiet_third_party()
+    if out:
+        reports.check_target(Path(out))
+    loaded = inference.load(ref, list(overrides or []), output_dir)
+    folder = Path(out) if out else reports.default_folder(loaded, split)
+    reports.check_target(folder)
+    made = reports.build(loaded, split, mistakes)
+    page = reports.write(made, folder)
+    for table in made.tables:
+        ui.render_table(table.columns, table.rows, title=table.title)
+    ui.render_table(["metric", "value"], [[k, v] for k, v in made.metrics.items()], title=f"{split} split")
+    typer.echo(f"Report: {page}")
+    tracked = reports.log_to_wandb(loaded, made, folder, list(overrides or []))
     if tracked and tracked.get("url"):
         typer.echo(f"W&B eval run: {tracked['url']}")
     elif tracked:

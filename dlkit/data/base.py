@@ -203,7 +203,7 @@ class DataModule(pl.LightningDataModule):
     produces); `prepare()`, its token store built ahead of training; `inference_state()` / `restore()`, what
     predict needs carried in the checkpoint; `encode_inputs()`, raw inputs as a batch; `client_preprocessing()`,
     the same encoding written down for programs outside dlkit (exports); `references()`, the texts a split's
-    predictions are scored against.
+    predictions are scored against; `examples()`, a split's rows as a person looks at them.
     """
 
     kind: ClassVar[str] = ""
@@ -260,6 +260,18 @@ class DataModule(pl.LightningDataModule):
     def references(self, stage: str) -> Sequence[str] | None:
         """The texts a split's generated outputs are scored against, as written (seq2seq); None: none kept."""
         return None
+
+    def split_set(self, stage: str) -> Dataset:
+        """The dataset of a split ('train', 'val' or 'test'), after setup()."""
+        dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}.get(stage)
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: no {stage} split (has setup() been called?)")
+        return dataset
+
+    def examples(self, stage: str, indices: list[int]) -> list[str] | list[np.ndarray]:
+        """Rows of a split as a person looks at them (`dlkit report`): each text as the model reads it (its tokens
+        decoded, the two texts of a pair joined by " | "), or each image as uint8 [H, W, C] pixels."""
+        raise NotImplementedError(f"{type(self).__name__} does not show its examples yet")
 
     def _loader(self, dataset: Dataset | None, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         """A loader of the dataset: for training (shuffle) resumable, in an order EpochShuffle draws from the seed

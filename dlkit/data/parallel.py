@@ -204,6 +204,11 @@ class Seq2SeqDataModule(DataModule):
         rows = {"train": self.train_set, "val": self.val_set, "test": self.test_set}.get(stage)
         return rows.raw_targets if rows is not None else None
 
+    def examples(self, stage: str, indices: list[int]) -> list[str]:
+        """The rows' source sentences as the model reads them (the stored ids decoded, cut to max_length)."""
+        rows: PairRows = self.split_set(stage)
+        return [self.src_tokenizer.decode(rows.src.row(i).tolist()) for i in indices]
+
     # -- prediction ------------------------------------------------------------------------------------
     def inference_state(self) -> dict[str, Any] | None:
         """The target tokenizer as JSON text (and the source one when the vocabularies are separate)."""

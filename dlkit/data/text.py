@@ -300,6 +300,20 @@ class TextClassificationDataModule(DataModule):
         cut = cut_rows(self.tokenizer, *self._split_pairs(raw), self.framed)
         return [self.max_length if c else None for c in cut]
 
+    def examples(self, stage: str, indices: list[int]) -> list[str]:
+        """The rows' texts as the model reads them: the stored ids decoded (lowercased, cut to max_length, unknown
+        words as the tokenizer's unknown token); a pair's two texts joined by " | "."""
+        rows: TextRows = self.split_set(stage)
+        shown = []
+        for index in indices:
+            ids = rows.ids.row(index)
+            if rows.types is None:
+                shown.append(self.tokenizer.decode(ids.tolist()))
+                continue
+            types = rows.types.row(index)
+            shown.append(" | ".join(self.tokenizer.decode(ids[types == part].tolist()) for part in (0, 1)))
+        return shown
+
     def _split_pairs(self, raw: list[str]) -> tuple[list[str], list[str] | None]:
         """(first texts, second texts of pairs or None) of raw inputs: a tab separates the texts of a pair."""
         texts = [line.split("\t", 1) for line in raw]

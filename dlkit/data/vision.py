@@ -59,6 +59,10 @@ class DigitsDataModule(DataModule):
         return image_steps((1, 8, 8), self.mean, self.std,
                            arrays="an 8x8 array of values in the dataset's 0-16 scale: x = array / 16")
 
+    def examples(self, stage: str, indices: list[int]) -> list[np.ndarray]:
+        """The split's images as uint8 [H, W, C] pixels (the normalisation undone)."""
+        return viewable(self.split_set(stage), indices, self.mean, self.std)
+
     def encode_inputs(self, raw: list[str | bytes]) -> torch.Tensor:
         """A batch from .npy arrays of 8x8 values in the dataset's 0-16 scale, or images (resized to 8x8): files
         named by path, or their bytes (what `dlkit serve` receives)."""
@@ -70,6 +74,13 @@ class DigitsDataModule(DataModule):
             else:
                 images.append(load_image(item, (1, 8, 8)))
         return (torch.stack(images) - self.mean) / self.std
+
+
+def viewable(images: ImageTensors, indices: list[int], mean: Any, std: Any) -> list[np.ndarray]:
+    """Images of a dataset as a person looks at them: the normalisation undone, uint8 [H, W, C] pixels."""
+    picked = images.images[torch.as_tensor(indices, dtype=torch.long)] * std + mean
+    pixels = (picked.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return list(pixels.numpy())
 
 
 class ImageTensors(Dataset):
@@ -161,6 +172,10 @@ class ImageDataModule(DataModule):
         """Image files as load_image reads them, normalised per channel."""
         return image_steps(self.spec.input_shape, self.mean, self.std,
                            arrays="a [C, H, W] array: x = array / 255 when its largest value is above 1, else as it is")
+
+    def examples(self, stage: str, indices: list[int]) -> list[np.ndarray]:
+        """The split's images as uint8 [H, W, C] pixels (the normalisation undone)."""
+        return viewable(self.split_set(stage), indices, self.mean, self.std)
 
     def encode_inputs(self, raw: list[str | bytes]) -> torch.Tensor:
         """A batch of images (PNG/JPEG, resized to the training size) or .npy arrays: files named by path, or their

@@ -62,12 +62,13 @@ def make_wandb_logger(run_config: DictConfig, project: str = "dlkit", entity: st
     )
 
 
-def make_eval_logger(run_config: DictConfig, folder: Path, checkpoint: Path, overrides: list[str]) -> Any:
+def make_eval_logger(run_config: DictConfig, folder: Path, checkpoint: Path, overrides: list[str],
+                     extra: dict[str, Any] | None = None) -> Any:
     """A W&B run of its own (job_type eval) for `dlkit eval`, or None when the run did not log to W&B or W&B is
     disabled.
 
     It is named after the training run ("<name>-eval"), shares its group (the multirun or sweep, if any), records
-    the training run's W&B id, the checkpoint and the eval overrides in its config, and is saved in `folder`.
+    the training run's W&B id, the checkpoint, the eval overrides and `extra` in its config, and is saved in `folder`.
     """
     node = (run_config.get("logger") or {}).get("wandb")
     if node is None or not node.get("_target_", "").endswith("make_wandb_logger"):
@@ -80,7 +81,7 @@ def make_eval_logger(run_config: DictConfig, folder: Path, checkpoint: Path, ove
     trained = folder / ID_FILE
     config = {**flat_config(run_config), "eval.checkpoint": str(checkpoint.resolve()),
               "eval.overrides": list(overrides), "eval.train_wandb_id": trained.read_text().strip()
-              if trained.is_file() else None}
+              if trained.is_file() else None, **(extra or {})}
     return RunWandbLogger(
         project=node.get("project") or "dlkit", entity=node.get("entity"), mode=mode, save_dir=str(folder),
         name=f"{display_name(run_config, node.get('name'))}-eval", group=group_of(run_config, node.get("group")),

@@ -121,7 +121,8 @@ class ClassificationTask(Task):
             records.append(record)
         return records
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Class probabilities [B, num_classes]."""
-        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(inputs).softmax(dim=-1)
+    def predict_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """What a report of a split needs of a batch (dlkit.reporting): class probabilities [B, classes] in float32
+        and the labels [B]."""
+        inputs, labels = batch
+        return {"probabilities": self(inputs).float().softmax(dim=-1), "labels": labels}

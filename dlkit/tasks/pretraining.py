@@ -48,6 +48,17 @@ class PretrainingTask(Task):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """What a report of a split needs of a batch (dlkit.reporting): at each masked position the label and the
+        five most likely ids (`mlm_top` [M, 5]) and the label's loss; the NSP probabilities [B, 2] and labels."""
+        mlm_logits, nsp_logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        labels = batch["mlm_labels"]
+        chosen = labels != -100
+        logits, targets = mlm_logits[chosen].float(), labels[chosen]
+        return {"mlm_top": logits.topk(min(5, logits.shape[-1]), dim=-1).indices, "mlm_labels": targets,
+                "mlm_loss": F.cross_entropy(logits, targets, reduction="none"),
+                "nsp_probabilities": nsp_logits.float().softmax(dim=-1), "nsp_labels": batch["nsp_labels"]}
+
     def client_postprocessing(self) -> dict[str, Any]:
         return {"output": "mlm_logits [batch, sequence, vocabulary], nsp_logits [batch, 2]",
                 "steps": ("at each position whose input id is the [MASK] id: probabilities = softmax(mlm_logits[b, "

@@ -151,6 +151,11 @@ class Seq2SeqTask(Task):
                                          length_penalty=length_penalty or self.length_penalty, max_length=limit)
         return [self.text(row) for row in ids.tolist()]
 
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        """What a report of a split needs of a batch (dlkit.reporting): each source decoded as the test decodes it,
+        and its row in the split (`index`, which finds its reference and source text)."""
+        return {"outputs": self.generate(batch, self.test_beam_size), "index": batch["index"]}
+
     def predict_batch(self, batch: dict[str, torch.Tensor], beam_size: int | None = None,
                       length_penalty: float | None = None, max_length: int | None = None,
                       **_: Any) -> list[dict[str, Any]]:
