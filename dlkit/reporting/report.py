@@ -110,7 +110,9 @@ def build(loaded: Loaded, split: str, mistakes: int = 16) -> Report:
         index = outputs["index"].tolist()
         scores = metrics.translation(outputs["outputs"], [references[i] for i in index])
         sources = datamodule.examples(split, [index[s["position"]] for s in scores.samples])
-        samples = [{**s, "index": index[s["position"]], "source": source} for s, source in zip(scores.samples, sources)]
+        samples = [{"index": index[sample["position"]], "source": source, "output": sample["output"],
+                    "reference": sample["reference"], "bleu": sample["bleu"]}
+                   for sample, source in zip(scores.samples, sources)]
         rows = [[s["index"], s["source"], s["output"], s["reference"], s["bleu"]] for s in samples]
         return Report("translation", split, about, scores.metrics, [], figures.translation_charts(scores),
                       Table("Samples: the first sentences, then the lowest sentence BLEU",
