@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import QUICK, run_cli, run_folders, summary
-from services import browser
+from services import browser, missing
 from sklearn import metrics as sk
 
 pytestmark = pytest.mark.slow
@@ -125,6 +125,9 @@ def open_page(driver, page: Path, screenshot: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def chromium():
+    absent = missing(("chromium", "chromedriver"))
+    if absent:
+        pytest.skip(f"needs Debian's {' and '.join(absent)} (.ci/run installs them)")
     with browser() as driver:
         yield driver
 
