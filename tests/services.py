@@ -272,7 +272,7 @@ def browser(width: int = 1400, height: int = 1000, timeout: float = 60) -> Itera
     options = webdriver.ChromeOptions()
     options.binary_location = _binary("chromium")
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     f"--window-size={width},{height}", "--allow-file-access-from-files"):
+                     f"--window-size={width},{height}"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # chromedriver answers on 127.0.0.1 only (its default allows local clients alone)

@@ -76,7 +76,12 @@ def assert_classifier_numbers(recorded: dict, probabilities: np.ndarray, labels:
                                                 abs=1e-6)
     assert metrics["weighted_f1"] == pytest.approx(
         sk.f1_score(labels, predicted, average="weighted", zero_division=0), abs=1e-6)
-    assert metrics["log_loss"] == pytest.approx(sk.log_loss(labels, probabilities, labels=classes), abs=1e-4)
+    assert metrics["macro_precision"] == pytest.approx(
+        sk.precision_score(labels, predicted, average="macro", zero_division=0), abs=1e-6)
+    assert metrics["macro_recall"] == pytest.approx(
+        sk.recall_score(labels, predicted, average="macro", zero_division=0), abs=1e-6)
+    truth = probabilities[np.arange(len(labels)), labels].astype(np.float64)
+    assert metrics["log_loss"] == pytest.approx(-np.log(np.maximum(truth, 1e-12)).mean(), abs=1e-5)
     assert metrics["ece"] == pytest.approx(expected_calibration_error(probabilities, labels), abs=1e-5)
     assert recorded["confusion_matrix"]["matrix"] == sk.confusion_matrix(labels, predicted, labels=classes).tolist()
     assert recorded["confusion_matrix"]["labels"] == names
@@ -89,10 +94,10 @@ def assert_classifier_numbers(recorded: dict, probabilities: np.ndarray, labels:
             assert row["auroc"] == pytest.approx(sk.roc_auc_score(positive, probabilities[:, c]), abs=1e-5)
             assert row["average_precision"] == pytest.approx(
                 sk.average_precision_score(positive, probabilities[:, c]), abs=1e-5)
-            areas.append(row["auroc"])
+            areas.append(sk.roc_auc_score(positive, probabilities[:, c]))
         else:
             assert row["auroc"] is None
-    assert metrics["macro_auroc"] == pytest.approx(np.mean(areas), abs=1e-9)
+    assert metrics["macro_auroc"] == pytest.approx(np.mean(areas), abs=1e-5)
     # the most confident mistakes: wrong rows by falling top-1 probability
     wrong = np.flatnonzero(predicted != labels)
     order = wrong[np.argsort(-probabilities[wrong].max(1), kind="stable")]
@@ -138,9 +143,13 @@ def digits_run(tmp_path_factory) -> Path:
                  "callbacks=minimal", "logger=csv")
 
 
-def test_classifier_report_equals_scikit_learn_and_its_page_draws_every_figure_offline(digits_run, chromium,
-                                                                                       tmp_path):
-    recorded, printed = report(digits_run)
+@pytest.fixture(scope="module")
+def digits_report(digits_run) -> tuple[dict, str]:
+    return report(digits_run)
+
+
+def test_classifier_report_equals_scikit_learn(digits_run, digits_report):
+    recorded, printed = digits_report
     folder = digits_run / "report-test"
     names = [str(i) for i in range(10)]
     probabilities, labels = probabilities_of(digits_run)
@@ -157,8 +166,14 @@ def test_classifier_report_equals_scikit_learn_and_its_page_draws_every_figure_o
         assert any(line.split("│")[1:2] == [f" {row['class']:<5} "] and f" {row['support']} " in line
                    for line in printed.splitlines()), row
     assert "macro_f1" in printed
-    # the page, in a browser that has no network: every figure drawn to its box, thumbnails shown, no console error
-    page = open_page(chromium, folder / "report.html", tmp_path / "report.png")
+
+
+def test_classifier_page_alone_draws_every_figure_offline(digits_run, digits_report, chromium, tmp_path):
+    recorded, _ = digits_report
+    alone = tmp_path / "alone" / "report.html"  # the page without its folder: it must need nothing else
+    alone.parent.mkdir()
+    alone.write_bytes((digits_run / "report-test" / "report.html").read_bytes())
+    page = open_page(chromium, alone, tmp_path / "report.png")
     assert page["console"] == []
     assert page["drawn"] == [True] * 4
     assert all(abs(width - box) < 2 for width, box in page["widths"]), page["widths"]
@@ -166,7 +181,6 @@ def test_classifier_report_equals_scikit_learn_and_its_page_draws_every_figure_o
     assert "The 16 most confident mistakes" in page["text"] and f"{recorded['metrics']['accuracy']:.4f}" in page["text"]
     screenshot = (tmp_path / "report.png").read_bytes()
     assert screenshot[:8] == PNG_MAGIC and len(screenshot) > 50_000
-    assert "<script src=" not in (folder / "report.html").read_text()  # nothing fetched: plotly.js is inline
 
 
 def test_text_report_shows_mistaken_texts_and_logs_figures_to_a_wandb_eval_run(tmp_path):
@@ -182,6 +196,11 @@ def test_text_report_shows_mistaken_texts_and_logs_figures_to_a_wandb_eval_run(t
     assert_classifier_numbers(recorded, probabilities, labels, ["negative", "positive"], mistakes=5)
     texts = [m["input"] for m in recorded["mistakes"]]
     assert texts and all(isinstance(t, str) and t.strip() for t in texts)
+    from dlkit import inference
+
+    rows = inference.load(str(run)).datamodule.split_set("val")
+    for mistake in recorded["mistakes"]:  # each row shown is the split's row of that index, with its label
+        assert ["negative", "positive"][int(rows.labels[mistake["index"]])] == mistake["label"]
     assert "W&B ran offline" in printed
     # the figures and numbers in the run's W&B eval run
     [segment] = set((run / "wandb").glob("offline-run-*")) - before
@@ -195,10 +214,15 @@ def test_text_report_shows_mistaken_texts_and_logs_figures_to_a_wandb_eval_run(t
     assert logged["report/val/examples"] == len(labels)
 
 
-def test_seq2seq_report_scores_the_run_s_test_translations(tmp_path, chromium):
+@pytest.fixture(scope="module")
+def seq2seq_run(tmp_path_factory) -> Path:
+    return train(tmp_path_factory.mktemp("report-seq2seq"), "model=transformer", "data=synthetic_reverse", *QUICK)
+
+
+def test_seq2seq_report_scores_the_run_s_test_translations(seq2seq_run):
     import sacrebleu
 
-    run = train(tmp_path, "model=transformer", "data=synthetic_reverse", *QUICK)
+    run = seq2seq_run
     recorded, _ = report(run)
     metrics = recorded["metrics"]
     tested = summary(run)["metrics"]  # the same checkpoint's test decoding of the same batches
@@ -214,9 +238,13 @@ def test_seq2seq_report_scores_the_run_s_test_translations(tmp_path, chromium):
     # then the worst-scored sentences, lowest first
     assert [s["bleu"] for s in samples[10:]] == sorted(s["bleu"] for s in samples[10:])
     assert recorded["figures"] == ["sentence_bleu", "lengths"]
-    page = open_page(chromium, run / "report-test" / "report.html", tmp_path / "seq2seq.png")
+
+
+def test_seq2seq_page_draws_its_figures(seq2seq_run, chromium, tmp_path):
+    recorded, _ = report(seq2seq_run)
+    page = open_page(chromium, seq2seq_run / "report-test" / "report.html", tmp_path / "seq2seq.png")
     assert page["console"] == [] and page["drawn"] == [True, True]
-    assert "Samples: the first sentences" in page["text"]
+    assert "Samples: the first sentences" in page["text"] and recorded["samples"][0]["source"] in page["text"]
 
 
 def test_pretraining_report_gives_mlm_and_nsp_accuracy(tmp_path):
@@ -240,14 +268,16 @@ def test_compare_report_puts_runs_side_by_side(digits_run, chromium, tmp_path):
                    "optimizer.lr=0.0003", "callbacks=minimal", "logger=csv")
     report(digits_run)
     made = (digits_run / "report-test" / "metrics.json").stat().st_mtime_ns
+    # a report made with overrides is not the run's report: compare makes that one again
+    report(second, "trainer.limit_test_batches=1")
     result = run_cli("runs", "compare", str(digits_run), str(second), "--report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     page = digits_run.parent / "compare-report-test.html"
     assert f"Reports side by side: {page}" in result.stdout
     # the first run's report was up to date and kept; the second's was made
     assert (digits_run / "report-test" / "metrics.json").stat().st_mtime_ns == made
-    assert f"Making the test report of {second}" in result.stdout
-    assert (second / "report-test" / "report.html").is_file()
+    assert f"Making the test report of {second}" in result.stderr
+    assert json.loads((second / "report-test" / "metrics.json").read_text())["run"]["overrides"] == []
     shown = open_page(chromium, page, tmp_path / "compare.png")
     assert shown["console"] == [] and shown["drawn"] == [True] * 8
     text = shown["text"]
@@ -268,6 +298,9 @@ def test_report_refusals_come_before_any_work(digits_run, tmp_path):
     result = run_cli("report", str(digits_run), "--out", str(occupied), cwd=tmp_path)
     assert result.returncode == 2 and "holds no dlkit report" in result.stderr
     assert (occupied / "notes.txt").read_text() == "keep me" and len(list(occupied.iterdir())) == 1
+    result = run_cli("report", str(digits_run), "--out", ".", cwd=tmp_path)
+    assert result.returncode == 2 and "a report replaces the folder it is written to" in result.stderr
+    assert (occupied / "notes.txt").is_file()
     result = run_cli("report", "nosuchrun", cwd=tmp_path)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     # --out a new folder: the report is written there, whole
@@ -277,3 +310,50 @@ def test_report_refusals_come_before_any_work(digits_run, tmp_path):
     assert sorted(p.name for p in target.iterdir()) == sorted(
         ["report.html", "metrics.json", "figures.json", *(f"{n}.png" for n in CLASSIFIER_FIGURES)])
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_metrics_equal_scikit_learn_with_a_class_absent_and_with_two_classes():
+    from dlkit.reporting.metrics import classification
+
+    rng = np.random.default_rng(0)
+    for classes, absent in ((5, 3), (2, None)):
+        logits = rng.normal(size=(300, classes)) * 2
+        labels = rng.integers(0, classes, 300)
+        if absent is not None:  # class 3: no row has it, and it is never predicted
+            labels[labels == absent] = 0
+            logits[:, absent] = -50
+        probabilities = torch.tensor(logits, dtype=torch.float32).softmax(-1)
+        scores = classification(probabilities, torch.tensor(labels), [f"c{i}" for i in range(classes)])
+        recorded = {"metrics": scores.metrics, "classes": scores.classes, "mistakes": scores.mistakes,
+                    "confusion_matrix": {"labels": [f"c{i}" for i in range(classes)], "matrix": scores.confusion}}
+        probabilities = probabilities.numpy()
+        predicted = probabilities.argmax(1)
+        present = sorted(set(labels) | set(predicted))
+        for name in ("precision", "recall", "f1"):  # the macro means leave the absent class out, as scikit-learn
+            assert scores.metrics[f"macro_{name}"] == pytest.approx(
+                getattr(sk, f"{name}_score")(labels, predicted, average="macro", zero_division=0), abs=1e-6)
+        if absent is not None:
+            assert scores.classes[absent] == {"class": "c3", "precision": None, "recall": None, "f1": None,
+                                              "support": 0, "auroc": None, "average_precision": None}
+            scores.classes[absent].update(precision=0.0, recall=0.0, f1=0.0)  # (what scikit-learn gives it)
+        assert len(present) == classes - (absent is not None)
+        assert_classifier_numbers(recorded, probabilities, labels, recorded["confusion_matrix"]["labels"])
+
+
+def test_texts_and_labels_are_shown_as_text_never_run_as_markup(tmp_path, chromium):
+    hostile = "<script>document.title='owned'</script>"
+    rows = ["text\tlabel"] + [f"{'good fine great' if i % 2 else 'bad dull awful'} <b>bold</b> {i % 7}\t"
+                              f"{'<i>pos</i>' if i % 2 else hostile}" for i in range(240)]
+    (tmp_path / "reviews.tsv").write_text("\n".join(rows) + "\n")
+    run = train(tmp_path, "model=textcnn", "data=text_files", f"data.train_file={tmp_path / 'reviews.tsv'}",
+                "trainer.max_epochs=1", "trainer.limit_train_batches=1", "callbacks=minimal", "logger=csv")
+    recorded, _ = report(run, "trainer.limit_test_batches=null")
+    assert [row["class"] for row in recorded["classes"]] == sorted(["<i>pos</i>", hostile])
+    page = open_page(chromium, run / "report-test" / "report.html", tmp_path / "hostile.png")
+    assert page["console"] == [] and all(page["drawn"]) and len(page["drawn"]) == 4
+    assert chromium.title != "owned" and hostile in page["text"] and "<i>pos</i>" in page["text"]
+    # in the tables and in the figures' legends the names are text too: plotly.js reads markup in names
+    assert chromium.execute_script("return document.querySelectorAll('td i, td b').length") == 0
+    legends = chromium.execute_script("return Array.from(document.querySelectorAll('#figure-roc .legendtext'))"
+                                      ".map(t => t.textContent)")
+    assert any(text.startswith("<i>pos</i> (") for text in legends), legends

@@ -66,7 +66,7 @@ def runs_compare(
 
     fmt = table_format(fmt)
     if report:
-        from dlkit.reporting.report import check_split
+        from dlkit.reporting.content import check_split
 
         check_split(split)
     folders = [query.find_run(ref, output_dir) for ref in refs or []]
@@ -91,7 +91,8 @@ def runs_compare(
         typer.echo(f"Plot: {query.plot_curves(loaded, name, target)}")
     if report:
         folder = Path(multirun or loaded[0].path.parent)
-        typer.echo(f"Reports side by side: {_compare_reports([run.path for run in loaded], split, folder)}")
+        page = _compare_reports([run.path for run in loaded], split, folder)
+        typer.echo(f"Reports side by side: {page}", err=fmt != "table")
 
 
 def _compare_reports(runs: list[Path], split: str, folder: Path) -> str:
@@ -100,9 +101,9 @@ def _compare_reports(runs: list[Path], split: str, folder: Path) -> str:
     from dlkit.reporting import compare, report
 
     def make(run: Path) -> None:
-        typer.echo(f"Making the {split} report of {run} ...")
+        typer.echo(f"Making the {split} report of {run} ...", err=True)  # (stdout: the table, in any --format)
         loaded = inference.load(str(run))
-        report.write(report.build(loaded, split), report.default_folder(loaded, split))
+        report.make(loaded, split, report.default_folder(loaded, split), [])
 
     return str(compare.compare(runs, split, folder / f"compare-report-{split}.html", make))
 

@@ -29,10 +29,7 @@ def eval_run(
     record = {"checkpoint": str(loaded.checkpoint.resolve()), "overrides": list(overrides or []), "metrics": metrics}
     target = records.write_eval(inference.output_folder(loaded), {**record, "wandb": tracked} if tracked else record)
     typer.echo(f"Saved: {target}")
-    if tracked and tracked.get("url"):
-        typer.echo(f"W&B eval run: {tracked['url']}")
-    elif tracked:
-        typer.echo(f"W&B ran offline ({tracked['offline_reason']}). Upload the eval run with: {tracked['sync']}")
+    _wandb_note(tracked)
 
 
 @app.command()
@@ -50,23 +47,28 @@ def report(
     pre-training: masked-LM and NSP accuracy. A run that logged to W&B gets the figures in a W&B eval run."""
     from pathlib import Path
 
-    from dlkit import inference, ui
+    from dlkit import ui
+    from dlkit.reporting.content import check_split
+
+    check_split(split)  # before torch is imported
+    ui.quiet_third_party()
+    from dlkit import inference
     from dlkit.reporting import report as reports
 
-    reports.check_split(split)
-    ui.quiet_third_party()
     if out:
-        reports.check_target(Path(out))
+        reports.check_target(Path(out))  # before the model loads
     loaded = inference.load(ref, list(overrides or []), output_dir)
     folder = Path(out) if out else reports.default_folder(loaded, split)
-    reports.check_target(folder)
-    made = reports.build(loaded, split, mistakes)
-    page = reports.write(made, folder)
+    made, page = reports.make(loaded, split, folder, list(overrides or []), mistakes)
     for table in made.tables:
         ui.render_table(table.columns, table.rows, title=table.title)
     ui.render_table(["metric", "value"], [[k, v] for k, v in made.metrics.items()], title=f"{split} split")
     typer.echo(f"Report: {page}")
-    tracked = reports.log_to_wandb(loaded, made, folder, list(overrides or []))
+    _wandb_note(reports.log_to_wandb(loaded, made, folder, list(overrides or [])))
+
+
+def _wandb_note(tracked: dict | None) -> None:
+    """Where the eval's W&B run is: its URL, or the command that uploads it."""
     if tracked and tracked.get("url"):
         typer.echo(f"W&B eval run: {tracked['url']}")
     elif tracked:

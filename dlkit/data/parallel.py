@@ -23,7 +23,7 @@ from dlkit.data.ragged import Ragged, Strings, clip_rows, frame_rows, pad_rows
 from dlkit.data.spec import DataSpec
 from dlkit.data.store import Store, StoreWriter, prepared
 from dlkit.data.tables import read_pairs
-from dlkit.data.tokenizers import encode_rows, fingerprint, save_for_clients, special_ids, train_tokenizer
+from dlkit.data.tokenizers import encode_rows, fingerprint, readable, save_for_clients, special_ids, train_tokenizer
 from dlkit.errors import DlkitError, UsageError
 
 SPLITS = ("train", "val", "test")
@@ -201,13 +201,13 @@ class Seq2SeqDataModule(DataModule):
 
     def references(self, stage: str) -> Sequence[str] | None:
         """The target sentences of a split as written (BLEU is scored against them, not against decoded ids)."""
-        rows = {"train": self.train_set, "val": self.val_set, "test": self.test_set}.get(stage)
-        return rows.raw_targets if rows is not None else None
+        rows: PairRows = self.split_set(stage)
+        return rows.raw_targets
 
     def examples(self, stage: str, indices: list[int]) -> list[str]:
         """The rows' source sentences as the model reads them (the stored ids decoded, cut to max_length)."""
         rows: PairRows = self.split_set(stage)
-        return [self.src_tokenizer.decode(rows.src.row(i).tolist()) for i in indices]
+        return [readable(self.src_tokenizer, rows.src.row(i).tolist()) for i in indices]
 
     # -- prediction ------------------------------------------------------------------------------------
     def inference_state(self) -> dict[str, Any] | None:

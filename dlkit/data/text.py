@@ -32,6 +32,7 @@ from dlkit.data.tokenizers import (
     fingerprint,
     frame,
     load_tokenizer,
+    readable,
     save_for_clients,
     special_ids,
     train_tokenizer,
@@ -308,10 +309,10 @@ class TextClassificationDataModule(DataModule):
         for index in indices:
             ids = rows.ids.row(index)
             if rows.types is None:
-                shown.append(self.tokenizer.decode(ids.tolist()))
+                shown.append(readable(self.tokenizer, ids.tolist()))
                 continue
             types = rows.types.row(index)
-            shown.append(" | ".join(self.tokenizer.decode(ids[types == part].tolist()) for part in (0, 1)))
+            shown.append(" | ".join(readable(self.tokenizer, ids[types == part].tolist()) for part in (0, 1)))
         return shown
 
     def _split_pairs(self, raw: list[str]) -> tuple[list[str], list[str] | None]:

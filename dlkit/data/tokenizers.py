@@ -18,6 +18,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
 KINDS = ("word", "wordpiece", "bpe")
+# the tokens that frame or pad a text: left out when ids are shown to a person (see readable)
+FRAMING = ("[PAD]", "[CLS]", "[SEP]", "[BOS]", "[EOS]")
 
 
 CLEANERS = ("kim2014",)
@@ -108,6 +110,13 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
     # [MASK], [CLS] ... written in a text stay one token, as in BERT's own tokenizer
     tokenizer.add_special_tokens([t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is not None])
     return tokenizer
+
+
+def readable(tokenizer: Tokenizer, ids: list[int]) -> str:
+    """Token ids as the text a person reads: the framing and padding left out, unknown words shown as [UNK] and
+    masks as [MASK] (the tokenizer's decode would drop them with the other special tokens)."""
+    framing = {tokenizer.token_to_id(token) for token in FRAMING} - {None}
+    return tokenizer.decode([i for i in ids if i not in framing], skip_special_tokens=False)
 
 
 def state_tokenizer(state: dict | None, path: str | None) -> Tokenizer:

@@ -9,8 +9,6 @@ import torch
 from dlkit.build import build_eval_trainer
 from dlkit.inference import Loaded
 
-SPLITS = ("test", "val")
-
 
 def collect(loaded: Loaded, split: str) -> dict[str, Any]:
     """The task's predict_step outputs over the split, in the split's order (tensors concatenated on the CPU, lists

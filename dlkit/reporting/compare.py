@@ -9,22 +9,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dlkit.reporting.content import FIGURES, FORMAT, METRICS, PAGE, folder_name
 from dlkit.runs import checkpoints, records
 
-# headline metrics where lower is better (the others: higher is better; "examples" and counts are not ranked)
+# headline metrics where lower is better, where 1 is best (the others: higher is better); counts are not ranked
 LOWER_IS_BETTER = {"ece", "log_loss", "mlm_perplexity"}
+ONE_IS_BEST = {"length_ratio"}
 UNRANKED = {"examples", "masked_tokens"}
 
 
 def up_to_date(run: Path, split: str) -> bool:
-    """Whether RUN/report-<split> is a report of the checkpoint the run would be reported from now."""
-    from dlkit.reporting.report import FORMAT
-
-    recorded = records.read_json(run / f"report-{split}" / "metrics.json")
-    if recorded.get("format") != FORMAT:
+    """Whether RUN/report-<split> is a report of that split, made without overrides, of the checkpoint the run would
+    be reported from now."""
+    recorded = records.read_json(run / folder_name(split) / METRICS)
+    about = recorded.get("run") or {}
+    if recorded.get("format") != FORMAT or recorded.get("split") != split or about.get("overrides"):
         return False
     _, checkpoint = checkpoints.locate(str(run), str(run.parent))
-    about = recorded.get("run") or {}
     return about.get("checkpoint") == str(checkpoint.resolve()) and about.get("checkpoint_time") == \
         checkpoint.stat().st_mtime
 
@@ -39,14 +40,15 @@ def compare(runs: list[Path], split: str, target: Path, make: Callable[[Path], N
     for run in runs:
         if not up_to_date(run, split):
             make(run)
-    reports = [records.read_json(run / f"report-{split}" / "metrics.json") for run in runs]
-    plotted = [json.loads((run / f"report-{split}" / "figures.json").read_text(encoding="utf-8")) for run in runs]
+    folders = [run / folder_name(split) for run in runs]
+    reports = [records.read_json(folder / METRICS) for folder in folders]
+    plotted = [json.loads((folder / FIGURES).read_text(encoding="utf-8")) for folder in folders]
     names = list(dict.fromkeys(name for report in reports for name in report["metrics"]))
     best = {name: _best(name, [report["metrics"].get(name) for report in reports]) for name in names}
     summaries = [{"run": report["run"]["run"], "model": report["run"]["model"], "metrics": report["metrics"],
                   "best": {name: best[name] == number for name in names},
-                  "link": os.path.relpath(run / f"report-{split}" / "report.html", target.parent)}
-                 for number, (run, report) in enumerate(zip(runs, reports))]
+                  "link": os.path.relpath(folder / PAGE, target.parent)}
+                 for number, (folder, report) in enumerate(zip(folders, reports))]
     figure_names = list(dict.fromkeys(name for figures in plotted for name in figures))
     figure_rows = [(name, [page.figure_html(plotly.io.from_json(json.dumps(figures[name])), f"{name}-{number}")
                            if name in figures else None for number, figures in enumerate(plotted)])
@@ -59,6 +61,8 @@ def _best(name: str, values: list[Any]) -> int | None:
     numbers = [(v, i) for i, v in enumerate(values) if isinstance(v, (int, float))]
     if name in UNRANKED or len(numbers) < 2:
         return None
+    if name in ONE_IS_BEST:
+        return min(numbers, key=lambda p: (abs(p[0] - 1), p[1]))[1]
     return (min(numbers) if name in LOWER_IS_BETTER else max(numbers, key=lambda p: (p[0], -p[1])))[1]
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dlkit.reporting.metrics import BINS, Classification, Translation
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 # more classes than this: no legend in the PNGs (the HTML's legend scrolls), no counts written in confusion cells
 LEGEND_LIMIT = 12
@@ -28,7 +32,7 @@ class Series:
 
 @dataclass
 class Heatmap:
-    """A matrix drawn as coloured cells: rows bottom-up in y_ticks' order, columns in x_ticks' order."""
+    """A matrix drawn as coloured cells: rows top-down in y_ticks' order, columns in x_ticks' order."""
 
     values: list[list[float]]
     x_ticks: list[str]
@@ -95,6 +99,7 @@ def translation_charts(scores: Translation) -> list[Chart]:
 
 
 def _number(value: float | None) -> str:
+    """A figure title's number: three decimals, or n/a."""
     return "n/a" if value is None else f"{value:.3f}"
 
 
@@ -138,32 +143,40 @@ def save_png(chart: Chart, path: Path) -> Path:
     return path
 
 
-def plotly_figure(chart: Chart) -> Any:
-    """The chart as an interactive plotly figure."""
+def plotly_figure(chart: Chart) -> go.Figure:
+    """The chart as an interactive plotly figure. Names are escaped: plotly.js reads <b>, <a href> and the like in
+    labels as markup."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
     if chart.heatmap is not None:
         heatmap = chart.heatmap
-        figure.add_trace(go.Heatmap(z=heatmap.values, x=heatmap.x_ticks, y=heatmap.y_ticks, colorscale="Blues",
+        figure.add_trace(go.Heatmap(z=heatmap.values, x=_escaped(heatmap.x_ticks), y=_escaped(heatmap.y_ticks),
+                                    colorscale="Blues",
                                     texttemplate="%{z}" if len(heatmap.x_ticks) <= ANNOTATE_LIMIT else None,
                                     hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
         figure.update_yaxes(autorange="reversed", type="category")
         figure.update_xaxes(type="category")
     for series in chart.series:
         if series.style == "bars":
-            figure.add_trace(go.Bar(x=series.x, y=series.y, width=series.widths, name=series.label, opacity=0.8))
+            figure.add_trace(go.Bar(x=series.x, y=series.y, width=series.widths, name=html.escape(series.label),
+                                    opacity=0.8))
         else:
-            figure.add_trace(go.Scatter(x=series.x, y=series.y, name=series.label,
+            figure.add_trace(go.Scatter(x=series.x, y=series.y, name=html.escape(series.label),
                                         mode="markers" if series.style == "points" else "lines"))
     if chart.diagonal:
         top = 1.0 if chart.unit_square else max([max(s.x + s.y, default=1) for s in chart.series], default=1)
         figure.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="y = x", hoverinfo="skip",
                                     line={"dash": "dash", "color": "grey", "width": 1}))
-    figure.update_layout(title={"text": chart.title, "font": {"size": 14}}, xaxis_title=chart.x_label,
+    figure.update_layout(title={"text": html.escape(chart.title), "font": {"size": 14}}, xaxis_title=chart.x_label,
                          yaxis_title=chart.y_label, template="plotly_white", height=460,
                          margin={"l": 60, "r": 20, "t": 50, "b": 50})
     if chart.unit_square:
         figure.update_xaxes(range=[0, 1])
         figure.update_yaxes(range=[0, 1.02])
     return figure
+
+
+def _escaped(names: list[str]) -> list[str]:
+    """Names as plotly.js shows them literally."""
+    return [html.escape(name) for name in names]

@@ -70,12 +70,15 @@ def classification(probabilities: torch.Tensor, labels: torch.Tensor, names: lis
     support = torch.bincount(labels, minlength=classes)
     per_class = {name: function(probabilities, labels, average=None, **options).tolist() for name, function in
                  (("precision", multiclass_precision), ("recall", multiclass_recall), ("f1", multiclass_f1_score))}
-    # a class all or none of the rows have has no one-vs-rest curve: its areas are left out
+    predicted_count = torch.bincount(probabilities.argmax(dim=1), minlength=classes)
+    # a class no row has and none is predicted as has no precision, recall or F1 (the macro means leave it out, as
+    # torchmetrics' and scikit-learn's do); one all or none of the rows have has no one-vs-rest curve
+    seen = [int(s) > 0 or int(p) > 0 for s, p in zip(support.tolist(), predicted_count.tolist())]
     defined = [0 < int(s) < count for s in support.tolist()]
     auroc = multiclass_auroc(probabilities, labels, average=None, thresholds=None, **options).tolist()
     precision_at = multiclass_average_precision(probabilities, labels, average=None, thresholds=None, **options)
-    rows = [{"class": name, "precision": per_class["precision"][c], "recall": per_class["recall"][c],
-             "f1": per_class["f1"][c], "support": int(support[c]), "auroc": auroc[c] if defined[c] else None,
+    rows = [{"class": name, **{key: per_class[key][c] if seen[c] else None for key in ("precision", "recall", "f1")},
+             "support": int(support[c]), "auroc": auroc[c] if defined[c] else None,
              "average_precision": float(precision_at[c]) if defined[c] else None} for c, name in enumerate(names)]
     fpr, tpr, _ = multiclass_roc(probabilities, labels, thresholds=None, **options)
     precision, recall, _ = multiclass_precision_recall_curve(probabilities, labels, thresholds=None, **options)
@@ -85,7 +88,8 @@ def classification(probabilities: torch.Tensor, labels: torch.Tensor, names: lis
     precisions = [r["average_precision"] for r in rows if r["average_precision"] is not None]
     metrics = {
         "accuracy": float(multiclass_accuracy(probabilities, labels, average="micro", **options)),
-        "macro_precision": float(np.mean(per_class["precision"])), "macro_recall": float(np.mean(per_class["recall"])),
+        "macro_precision": float(multiclass_precision(probabilities, labels, average="macro", **options)),
+        "macro_recall": float(multiclass_recall(probabilities, labels, average="macro", **options)),
         "macro_f1": float(multiclass_f1_score(probabilities, labels, average="macro", **options)),
         "weighted_f1": float(multiclass_f1_score(probabilities, labels, average="weighted", **options)),
         "macro_auroc": float(np.mean(areas)) if areas else None,

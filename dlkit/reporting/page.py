@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from dlkit.reporting.content import Report
+
+if TYPE_CHECKING:
+    import jinja2
+    import plotly.graph_objects as go
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def _environment() -> Any:
+def _environment() -> jinja2.Environment:
+    """Jinja2 over the templates: HTML escaped, an undefined name an error, the `number` and `label` filters."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]),
@@ -29,7 +36,7 @@ def number(value: Any) -> str:
     return str(value)
 
 
-def figure_html(figure: Any, name: str) -> str:
+def figure_html(figure: go.Figure, name: str) -> str:
     """A plotly figure as a <div> and the script that draws it (plotly.js itself is in the page's head)."""
     import plotly.io
 
@@ -45,7 +52,7 @@ def _write(html: str, target: Path) -> Path:
     return target
 
 
-def write_report(report: Any, plotted: dict[str, Any], target: Path) -> Path:
+def write_report(report: Report, plotted: dict[str, go.Figure], target: Path) -> Path:
     """report.html of one Report, its figures (plotly) by chart name."""
     from plotly.offline import get_plotlyjs
 

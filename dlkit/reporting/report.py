@@ -1,5 +1,5 @@
-"""A report of a trained run on one split: what it holds (Report), how it is built from the run (build) and the
-folder it is written to (write): report.html, a PNG per figure, metrics.json and figures.json."""
+"""A report of a trained run on one split: how it is built from the run (build), the folder it is written to
+(write: report.html, a PNG per figure, metrics.json, figures.json), W&B, and the three in order (make)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,77 +19,53 @@ from dlkit.errors import DlkitError, UsageError
 from dlkit.inference import Loaded, output_folder
 from dlkit.reporting import figures, metrics
 from dlkit.reporting.collect import collect
-from dlkit.reporting.figures import Chart
+from dlkit.reporting.content import FIGURES, FORMAT, METRICS, PAGE, Picture, Report, Table, folder_name
 from dlkit.runs import records
 
-# what marks a folder as a dlkit report (metrics.json's "format"): such a folder may be written over
-FORMAT = "dlkit-report/1"
 CLASSIFIERS = ("image_classification", "text_classification")
-
-
-@dataclass
-class Picture:
-    """An image shown in the page itself: a PNG as a data: URL."""
-
-    data_url: str
-
-
-@dataclass
-class Table:
-    """A titled table of the page; cells are text, numbers, None or Pictures."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-
-
-@dataclass
-class Report:
-    """Everything a report shows: about the run, headline metrics, tables, figures, and the examples it picked
-    (a classifier's most confident mistakes, a seq2seq's sample translations)."""
-
-    kind: str  # classification, translation or pretraining
-    split: str
-    about: dict[str, Any]
-    metrics: dict[str, Any]
-    tables: list[Table]
-    charts: list[Chart]
-    examples: Table | None
-    details: dict[str, Any] = field(default_factory=dict)  # what metrics.json adds (per class, confusion, bins, ...)
-
-
-def check_split(split: str) -> None:
-    """A usage error unless the split is one a report reads."""
-    from dlkit.errors import did_you_mean
-    from dlkit.reporting.collect import SPLITS
-
-    if split not in SPLITS:
-        raise UsageError(f"--split {split}: choose test or val.{did_you_mean(split, SPLITS)}")
 
 
 def default_folder(loaded: Loaded, split: str) -> Path:
     """RUN/report-<split> (beside a lone checkpoint: report-<split> in its folder)."""
-    return output_folder(loaded) / f"report-{split}"
-
-
-def check_target(folder: Path) -> None:
-    """A usage error unless the folder is free to write a report to: missing, empty, or an earlier report."""
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not is_report(folder))):
-        raise UsageError(f"--out {folder}: this {'folder' if folder.is_dir() else 'file'} exists and holds no dlkit "
-                         "report; give a new or empty folder.")
+    return output_folder(loaded) / folder_name(split)
 
 
 def is_report(folder: Path) -> bool:
-    return records.read_json(folder / "metrics.json").get("format") == FORMAT
+    """Whether the folder holds a report dlkit wrote (which a new report may replace)."""
+    return records.read_json(folder / METRICS).get("format") == FORMAT
 
 
-def build(loaded: Loaded, split: str, mistakes: int = 16) -> Report:
+def check_target(folder: Path) -> Path:
+    """The folder a report may be written to, as an absolute path: missing, empty, or an earlier report; never the
+    working folder, one above it or a file system's root (a report replaces the folder it is written to)."""
+    target = folder.expanduser().resolve()
+    if not target.name or target == Path.cwd().resolve() or target in Path.cwd().resolve().parents:
+        raise UsageError(f"{folder}: a report replaces the folder it is written to; give a folder of its own "
+                         "(e.g. --out reports/run1).")
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not is_report(target))):
+        raise UsageError(f"{folder}: this {'folder' if target.is_dir() else 'file'} exists and holds no dlkit "
+                         "report; give a new or empty folder with --out.")
+    return target
+
+
+def make(loaded: Loaded, split: str, folder: Path, overrides: list[str],
+         mistakes: int = 16) -> tuple[Report, Path]:
+    """Build the report of the split and write it to folder (refused unless check_target allows it): the report
+    and its page."""
+    target = check_target(folder)
+    report = build(loaded, split, overrides, mistakes)
+    return report, write(report, target)
+
+
+def build(loaded: Loaded, split: str, overrides: list[str] | None = None, mistakes: int = 16) -> Report:
     """Predict the split with the run's model and score it: a Report of the task's kind."""
     outputs = collect(loaded, split)
     spec, datamodule = loaded.datamodule.spec, loaded.datamodule
-    about = _about(loaded, split)
+    about = _about(loaded, split, list(overrides or []))
     if not outputs:
-        raise DlkitError(f"the {split} split of this run has no examples to report on.")
+        limit = loaded.cfg.trainer.get(f"limit_{split}_batches")
+        raise DlkitError(f"no examples of the {split} split were read (trainer.limit_{split}_batches={limit}); "
+                         f"report on all of them with trainer.limit_{split}_batches=null.")
     if spec.kind in CLASSIFIERS:
         names = list(spec.class_names or [str(i) for i in range(spec.num_classes or 0)])
         scores = metrics.classification(outputs["probabilities"], outputs["labels"], names, mistakes)
@@ -98,10 +73,12 @@ def build(loaded: Loaded, split: str, mistakes: int = 16) -> Report:
         rows = [[m["index"], _cell(example), m["label"], m["predicted"], m["probability"], m["probability_of_label"]]
                 for m, example in zip(scores.mistakes, shown)]
         noted = [{**m, "input": e} if isinstance(e, str) else m for m, e in zip(scores.mistakes, shown)]
+        wrong = len(outputs["labels"]) - sum(scores.confusion[c][c] for c in range(len(names)))
+        examples = Table(f"The {len(rows)} most confident mistakes (of {wrong})",
+                         ["row", "input", "label", "predicted", "probability", "probability of label"], rows,
+                         empty="no mistakes" if not wrong else "none shown (--mistakes 0)")
         return Report("classification", split, about, scores.metrics, [_class_table(scores, "Per class")],
-                      figures.classification_charts(scores, names),
-                      Table(f"The {len(rows)} most confident mistakes", ["row", "input", "label", "predicted",
-                                                                        "probability", "probability of label"], rows),
+                      figures.classification_charts(scores, names), examples,
                       _classification_details(scores, names, noted))
     if spec.kind == "seq2seq":
         references = datamodule.references(split)
@@ -126,7 +103,8 @@ def build(loaded: Loaded, split: str, mistakes: int = 16) -> Report:
     raise DlkitError(f"dlkit report does not know data of kind {spec.kind!r} yet.")
 
 
-def _about(loaded: Loaded, split: str) -> dict[str, Any]:
+def _about(loaded: Loaded, split: str, overrides: list[str]) -> dict[str, Any]:
+    """The page's header and what `runs compare --report` checks a report against: run, checkpoint, overrides."""
     from dlkit import __version__
     from dlkit.runs.query import Run
 
@@ -135,16 +113,19 @@ def _about(loaded: Loaded, split: str) -> dict[str, Any]:
             "name": run.summary.get("name") if run else None, "model": type(loaded.task.model).__name__,
             "choices": dict(run.summary.get("choices") or {}) if run else {},
             "checkpoint": str(loaded.checkpoint.resolve()), "checkpoint_time": loaded.checkpoint.stat().st_mtime,
-            "split": split, "created": datetime.now().isoformat(timespec="seconds"), "dlkit_version": __version__}
+            "overrides": overrides, "split": split, "created": datetime.now().isoformat(timespec="seconds"),
+            "dlkit_version": __version__}
 
 
 def _class_table(scores: metrics.Classification, title: str) -> Table:
+    """The per-class table: precision, recall, F1, support and the one-vs-rest areas of each class."""
     columns = ["class", "precision", "recall", "f1", "support", "auroc", "average_precision"]
     return Table(title, columns, [[row[c] for c in columns] for row in scores.classes])
 
 
 def _classification_details(scores: metrics.Classification, names: list[str],
                             mistakes: list[dict[str, Any]]) -> dict[str, Any]:
+    """What metrics.json holds of a classifier beyond the headline metrics."""
     return {"classes": scores.classes, "confusion_matrix": {"labels": names, "matrix": scores.confusion},
             "calibration": scores.calibration, "mistakes": mistakes}
 
@@ -163,14 +144,15 @@ def _cell(example: str | np.ndarray) -> str | Picture:
 
 # -- the folder ---------------------------------------------------------------------------------------------------
 def write(report: Report, folder: Path) -> Path:
-    """Write the report's folder (report.html, <figure>.png, metrics.json, figures.json) next to where it goes,
-    then move it into place, so the folder is never half written; an earlier report there is replaced."""
+    """Write the report's folder (report.html, <figure>.png, metrics.json, figures.json) beside where it goes, then
+    move it into place, so the folder is never half written; an earlier report there is replaced. The page."""
     from plotly.utils import PlotlyJSONEncoder
 
     from dlkit.reporting import page
 
+    folder = check_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-new-", dir=folder.parent))
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # (mkdtemp makes it private)
@@ -179,15 +161,15 @@ def write(report: Report, folder: Path) -> Path:
         for chart in report.charts:
             figures.save_png(chart, staging / f"{chart.name}.png")
             plotted[chart.name] = figures.plotly_figure(chart)
-        (staging / "figures.json").write_text(
+        (staging / FIGURES).write_text(
             json.dumps({name: figure.to_plotly_json() for name, figure in plotted.items()}, cls=PlotlyJSONEncoder),
             encoding="utf-8")
-        records.write_json(staging / "metrics.json", as_record(report))
-        page.write_report(report, plotted, staging / "report.html")
-        _replace(folder, staging)
+        records.write_json(staging / METRICS, as_record(report))
+        page.write_report(report, plotted, staging / PAGE)
+        _swap(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return folder / "report.html"
+    return folder / PAGE
 
 
 def as_record(report: Report) -> dict[str, Any]:
@@ -196,19 +178,26 @@ def as_record(report: Report) -> dict[str, Any]:
             "metrics": report.metrics, **report.details, "figures": [chart.name for chart in report.charts]}
 
 
-def _replace(folder: Path, staging: Path) -> None:
-    old = None
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}-old-{os.getpid()}")
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _swap(staging: Path, folder: Path) -> None:
+    """Move the written folder into place; an earlier report there is moved aside first and removed after (put back
+    if the move fails)."""
+    if not folder.exists():
+        os.replace(staging, folder)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}-old-", dir=folder.parent))
+    os.replace(folder, aside / folder.name)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        os.replace(aside / folder.name, folder)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def log_to_wandb(loaded: Loaded, report: Report, folder: Path, overrides: list[str]) -> dict[str, Any] | None:
-    """Log the figures (images), the per-class table and the metrics to a W&B eval run of the training run (as
-    `dlkit eval` makes one); None when the run did not log to W&B or W&B is disabled."""
+    """Log the figures (images), the tables and the metrics to a W&B eval run of the training run (as `dlkit eval`
+    makes one); None when the run did not log to W&B or W&B is disabled."""
     from dlkit.loggers.wandb_logger import finish_loggers, make_eval_logger
     from dlkit.loggers.wandb_runs import describe
 
