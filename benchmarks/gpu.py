@@ -1,14 +1,16 @@
 """Training speed on a CUDA GPU: steps/s, tokens/s, model FLOPs utilisation and peak memory of `dlkit train`.
 
-    python benchmarks/gpu.py [--steps 40] [--warmup 15] [--models bert_base transformer_base]
-                             [--precisions bf16 32] [--compile off on] [--peak-tflops N]
+    python benchmarks/gpu.py [--steps 200] [--warmup 30] [--models bert_base transformer_base]
+                             [--precisions bf16 32] [--compile on off] [--peak-tflops N] [--logs DIR]
 
 Each row is one `dlkit train` (the CLI's own path, a process of its own) of a model at one precision, with or
-without `compile=true`, on one GPU (`trainer=gpu`): `warmup` steps not measured (compilation, cuDNN autotuning,
-the allocator), then `steps` steps timed between the starts of the first and the last measured step, the GPU
-synchronised at each step start (a timing callback, beside the run). Data: bert_base pre-trains (masked LM + next
-sentence, batch 32) on a corpus this script writes (long sentences, so every pair fills the 128 positions);
-transformer_base (6+6 layers, d_model 512) learns the synthetic reversal task with 60-100-word sentences, batch 64.
+without `compile=true`, on one GPU (`trainer=gpu`, loader workers on, no checkpoints): `warmup` steps not measured
+(compilation, cuDNN autotuning, the allocator, the GPU's clocks), then `steps` steps timed from the start of the
+first to the start of the last, the GPU synchronised at those two points only (a timing callback, beside the run);
+all within one epoch. Data: bert_base pre-trains (masked LM + next sentence, batch 32) on a corpus this script writes
+(long sentences: the pairs are cut to 128 positions); transformer_base (6+6 layers, d_model 512) learns the synthetic
+reversal task with 60-100-word sentences, batch 64. The target row (bert_base, bf16, compiled) runs first; each run
+has a time limit (--timeout) and its whole output goes to --logs (default: $OUT when set).
 
 MFU = achieved model FLOPs per second / the GPU's peak. Model FLOPs of a training step = 3 x the forward pass's
 matrix-multiply FLOPs (the backward pass costs twice the forward), counted from the architecture and the batch's
@@ -29,17 +31,18 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# dense tensor-core TFLOPS: (bf16, tf32), by a piece of torch.cuda.get_device_name(); vendors' data sheets, SXM parts
+# dense tensor-core TFLOPS: (bf16, tf32), by a piece of torch.cuda.get_device_name(), the first that matches (the
+# specific names first); vendors' data sheets, SXM parts unless named
 PEAK_TFLOPS = {
-    "H200": (989.0, 494.0), "H100 PCIe": (756.0, 378.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0),
-    "L40S": (362.0, 183.0), "L4": (121.0, 60.0), "A10": (125.0, 62.5), "RTX 4090": (165.0, 82.6),
+    "H200 NVL": (835.0, 418.0), "H100 NVL": (835.0, 418.0), "H100 PCIe": (756.0, 378.0), "H200": (989.0, 494.0),
+    "H100": (989.0, 494.0), "A100": (312.0, 156.0), "L40S": (362.0, 183.0), "L40": (181.0, 90.5),
+    "L4": (121.0, 60.0), "A10G": (70.0, 35.0), "A10": (125.0, 62.5), "RTX 4090": (165.0, 82.6),
 }
 TIMER = '''
 import json, os, time
@@ -48,20 +51,24 @@ import torch
 
 
 class Timer(pl.Callback):
-    """Each training step's start time (GPU synchronised), batch shape and real tokens; peak memory at the end."""
+    """Each training step's start (the GPU synchronised only at the first and last timed step), epoch, batch shape
+    and real tokens (kept on the device until the end); peak memory at the end."""
 
     def __init__(self):
-        self.steps = []
+        self.steps, self.tokens = [], []
+        self.marks = {int(os.environ["GPU_BENCH_FIRST"]), int(os.environ["GPU_BENCH_LAST"])}
 
     def on_train_batch_start(self, trainer, module, batch, index):
-        if torch.cuda.is_available():
+        if len(self.steps) in self.marks and torch.cuda.is_available():
             torch.cuda.synchronize()
-        ids = batch["input_ids"] if "input_ids" in batch else batch["src_ids"]
         shape = {name: list(value.shape) for name, value in batch.items() if name.endswith("_ids")}
-        real = sum(int(batch[name].sum()) for name in ("attention_mask", "src_mask", "tgt_mask") if name in batch)
-        self.steps.append({"time": time.perf_counter(), "shape": shape, "tokens": real or ids.numel()})
+        masks = [batch[name].sum() for name in ("attention_mask", "src_mask", "tgt_mask") if name in batch]
+        self.tokens.append(sum(masks) if masks else batch["input_ids"].numel())
+        self.steps.append({"time": time.perf_counter(), "epoch": trainer.current_epoch, "shape": shape})
 
     def on_train_end(self, trainer, module):
+        for step, tokens in zip(self.steps, self.tokens):
+            step["tokens"] = int(tokens)
         peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
         with open(os.environ["GPU_BENCH_OUT"], "w") as handle:
             json.dump({"steps": self.steps, "peak_memory": peak, "spec": module.spec.as_dict()}, handle)
@@ -131,15 +138,16 @@ def cases(corpus: Path, tiny: bool) -> dict[str, Case]:
                                   f"model.layers={seq['encoder_layers']}", f"model.d_ff={seq['d_ff']}",
                                   *([] if not tiny else ["model.heads=2"]), "data=synthetic_reverse",
                                   "data.min_length=60", "data.max_words=100", "data.max_length=128",
-                                  "data.num_examples=4000", f"data.batch_size={64 if not tiny else 4}"],
+                                  f"data.num_examples={20000 if not tiny else 2000}",
+                                  f"data.batch_size={64 if not tiny else 4}"],
                                  {"d_model": seq["d_model"], "encoder_layers": seq["encoder_layers"],
                                   "decoder_layers": seq["encoder_layers"], "d_ff": seq["d_ff"]}),
     }
 
 
-def write_corpus(path: Path, documents: int = 1500, seed: int = 0) -> Path:
-    """A deterministic corpus of long sentences (60-90 made-up words), 6 per document: every next-sentence pair
-    fills 128 positions."""
+def write_corpus(path: Path, documents: int = 2500, seed: int = 0) -> Path:
+    """A deterministic corpus of long sentences (60-90 made-up words), 6 per document: every next-sentence pair is
+    cut to 128 positions."""
     rng = random.Random(seed)
     words = [f"w{rng.randrange(36 ** 3):x}" for _ in range(4000)]
     with open(path, "w", encoding="utf-8") as handle:
@@ -151,27 +159,52 @@ def write_corpus(path: Path, documents: int = 1500, seed: int = 0) -> Path:
 
 
 # -- running -----------------------------------------------------------------------------------------------------
-def dlkit_bin() -> str:
-    return shutil.which("dlkit", path=str(Path(sys.executable).parent)) or "dlkit"
+def environment(folder: Path, **extra: str) -> dict[str, str]:
+    """This environment with the timer's folder and this checkout first on PYTHONPATH (`python -m dlkit` then runs
+    this checkout's dlkit, installed or not)."""
+    paths = [str(folder), str(Path(__file__).resolve().parents[1])]
+    paths += [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
 
 
-def measure(case: Case, precision: str, compiled: bool, warmup: int, steps: int, folder: Path,
-            trainer: str) -> dict:
+def run_dlkit(arguments: list[str], folder: Path, env: dict[str, str], timeout: float, log: Path | None) -> str | None:
+    """`python -m dlkit ARGUMENTS` in folder: None when it succeeded, else what went wrong in one line; its whole
+    output appended to log."""
+    command = [sys.executable, "-m", "dlkit", *arguments]
+    try:
+        result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+        output, failure = result.stdout + result.stderr, None
+        if result.returncode != 0:
+            last = result.stderr.strip().splitlines()[-1:] or result.stdout.strip().splitlines()[-1:] or [""]
+            failure = f"exit {result.returncode}: {last[0][:160]}"
+    except subprocess.TimeoutExpired as err:
+        output, failure = f"{err.stdout or ''}{err.stderr or ''}", f"timed out after {timeout:g} s"
+    if log is not None:
+        with open(log, "a", encoding="utf-8", errors="replace") as handle:
+            handle.write(f"$ {' '.join(command)}\n{output}\n")
+    return failure
+
+
+def measure(case: Case, precision: str, compiled: bool, warmup: int, steps: int, folder: Path, trainer: str,
+            timeout: float, log: Path | None) -> dict:
     """One timed `dlkit train`: its steps/s, tokens/s, model TFLOP/s and peak memory."""
     out = folder / "timer.json"
     out.unlink(missing_ok=True)
-    command = [dlkit_bin(), "train", *case.overrides, f"trainer={trainer}", f"precision={precision}",
-               f"compile={str(compiled).lower()}", "matmul_precision=high", f"trainer.max_steps={warmup + steps}",
-               "trainer.max_epochs=-1",
-               "trainer.limit_val_batches=0", "test=false", "logger=csv", "callbacks=minimal",
-               "+callbacks.gpu_timer._target_=gpu_bench_timer.Timer"]
-    env = {**os.environ, "PYTHONPATH": str(folder), "GPU_BENCH_OUT": str(out)}
-    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
-    if result.returncode != 0 or not out.is_file():
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"error": f"exit {result.returncode}: {tail[0][:160]}"}
+    arguments = ["train", *case.overrides, f"trainer={trainer}", f"precision={precision}",
+                 f"compile={str(compiled).lower()}", "matmul_precision=high", f"trainer.max_steps={warmup + steps}",
+                 "trainer.max_epochs=-1", "trainer.limit_val_batches=0", "test=false", "logger=csv",
+                 "callbacks=minimal", "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null",
+                 f"data.num_workers={'null' if trainer == 'gpu' else 0}",
+                 "+callbacks.gpu_timer._target_=gpu_bench_timer.Timer"]
+    env = environment(folder, GPU_BENCH_OUT=str(out), GPU_BENCH_FIRST=str(warmup),
+                      GPU_BENCH_LAST=str(warmup + steps - 1))
+    failure = run_dlkit(arguments, folder, env, timeout, log)
+    if failure or not out.is_file():
+        return {"error": failure or "no timings written"}
     record = json.loads(out.read_text())
     timed = record["steps"][warmup:]
+    if len(timed) < 2 or timed[0]["epoch"] != timed[-1]["epoch"]:
+        return {"error": f"the {len(timed)} timed steps are not within one epoch: give fewer --steps"}
     seconds = timed[-1]["time"] - timed[0]["time"]
     intervals = timed[:-1]  # each interval: one whole step, from its start to the next one's
     flops = sum(case.step_flops(s["shape"], record["spec"]) for s in intervals)
@@ -180,9 +213,10 @@ def measure(case: Case, precision: str, compiled: bool, warmup: int, steps: int,
 
 
 def peak_tflops(device: str, precision: str, given: float | None) -> float | None:
-    """The GPU's dense peak for the precision (bf16/16: the bf16 rate; 32: TF32), or None when unknown."""
+    """The GPU's dense peak for the precision (bf16/16: the bf16 rate; 32: TF32, half of a given bf16 rate), or None
+    when unknown."""
     if given:
-        return given
+        return given if precision in ("bf16", "16") else given / 2
     for name, (half, tf32) in PEAK_TFLOPS.items():
         if name in device:
             return half if precision in ("bf16", "16") else tf32
@@ -204,29 +238,29 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def smoke(trainers: list[str], folder: Path) -> list[tuple[str, str]]:
-    """A 2-step run of each trainer option: (option, ok or the failure's last line)."""
-    results = []
-    for trainer in trainers:
-        result = subprocess.run([dlkit_bin(), "train", "model=mlp", f"trainer={trainer}", "trainer.max_steps=2",
-                                 "trainer.limit_val_batches=1", "test=false", "logger=csv", "callbacks=minimal"],
-                                cwd=folder, capture_output=True, text=True)
-        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-        results.append((trainer, "ok" if result.returncode == 0 else f"exit {result.returncode}: {last[0][:160]}"))
-    return results
+def smoke(trainers: list[str], folder: Path, timeout: float, log: Path | None) -> list[tuple[str, str]]:
+    """A 2-step run of each trainer option: (option, ok or what went wrong)."""
+    arguments = ["train", "model=mlp", "trainer.max_steps=2", "trainer.limit_val_batches=1", "test=false",
+                 "logger=csv", "callbacks=minimal"]
+    return [(trainer, run_dlkit([*arguments, f"trainer={trainer}"], folder, environment(folder), timeout, log) or "ok")
+            for trainer in trainers]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=200, help="timed steps (at least 2)")
+    parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--models", nargs="+", default=["bert_base", "transformer_base"],
                         choices=["bert_base", "transformer_base"])
     parser.add_argument("--precisions", nargs="+", default=["bf16", "32"], choices=["bf16", "16", "32"])
-    parser.add_argument("--compile", nargs="+", default=["off", "on"], choices=["off", "on"])
-    parser.add_argument("--peak-tflops", type=float, help="the GPU's peak for MFU, when PEAK_TFLOPS lacks it")
+    parser.add_argument("--compile", nargs="+", default=["on", "off"], choices=["on", "off"])
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, when PEAK_TFLOPS lacks it")
+    parser.add_argument("--timeout", type=float, default=240, help="seconds one dlkit train may take")
+    parser.add_argument("--logs", default=os.environ.get("OUT"), help="folder for the runs' whole output")
     parser.add_argument("--allow-cpu", action="store_true", help="check the plumbing on the CPU with tiny models")
     args = parser.parse_args()
+    if args.steps < 2:
+        parser.error("--steps: at least 2")
     import torch
 
     on_gpu = torch.cuda.is_available()
@@ -238,17 +272,20 @@ def main() -> int:
     compiles = args.compile if on_gpu else ["off"]
     print(f"device: {device} x {gpus}; torch {torch.__version__}", flush=True)
     rows = []
+    log = Path(args.logs) / "gpu_benchmark_runs.log" if args.logs else None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         (folder / "gpu_bench_timer.py").write_text(TIMER)
-        corpus = write_corpus(folder / "corpus.txt", documents=1500 if on_gpu else 60)
+        corpus = write_corpus(folder / "corpus.txt", documents=2500 if on_gpu else 60)
         for model in args.models:
             case = cases(corpus, tiny=not on_gpu)[model]
             for precision in args.precisions:
                 for compiled in compiles:
                     row = {"model": model, "precision": precision, "compile": compiled,
                            **measure(case, precision, compiled == "on", args.warmup, args.steps, folder,
-                                     "gpu" if on_gpu else "cpu")}
+                                     "gpu" if on_gpu else "cpu", args.timeout, log)}
                     peak = peak_tflops(device, precision, args.peak_tflops)
                     if "tflops" in row:
                         row["mfu"] = row["tflops"] / peak if peak else None
@@ -258,7 +295,7 @@ def main() -> int:
         if on_gpu:
             trainers = ["gpu", *(["multi_gpu", "fsdp"] if gpus >= 2 else [])]
             print("\n| trainer | 2-step run |\n|---|---|")
-            for trainer, outcome in smoke(trainers, folder):
+            for trainer, outcome in smoke(trainers, folder, args.timeout, log):
                 print(f"| {trainer} | {outcome} |")
             if gpus < 2:
                 print("(multi_gpu and fsdp need 2 GPUs: not run)")
