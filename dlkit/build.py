@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import Checkpoint, LearningRateMonitor, ModelSu
 from torch import nn
 
 from dlkit import redact
-from dlkit.callbacks import EpochSeeder
+from dlkit.callbacks import EpochSeeder, skip_inherited_batch_hooks
 from dlkit.data.base import DataModule
 from dlkit.data.spec import DataSpec
 from dlkit.errors import DlkitError, UsageError
@@ -106,7 +106,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = N
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["strategy"] = strategy_with_timeout(kwargs.get("strategy", "auto"), kwargs.pop("ddp_timeout_s", None))
-    return pl.Trainer(
+    trainer = pl.Trainer(
         **kwargs,
         callbacks=callbacks,
         logger=loggers or False,
@@ -116,6 +116,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = N
         enable_model_summary=any(isinstance(c, ModelSummary) for c in callbacks),
         enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
     )
+    skip_inherited_batch_hooks(trainer.callbacks)
+    return trainer
 
 
 def build_eval_trainer(cfg: DictConfig, logger: Any = None, split: str = "test") -> pl.Trainer:

@@ -18,6 +18,23 @@ from pytorch_lightning.utilities import grad_norm
 from dlkit.errors import Stopped, UsageError, did_you_mean, stop_request
 from dlkit.tasks.base import resumed_mid_epoch
 
+# the hooks Lightning calls on every callback for each batch (see skip_inherited_batch_hooks)
+BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+               "on_before_optimizer_step", "on_before_zero_grad", "on_validation_batch_start",
+               "on_validation_batch_end", "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start",
+               "on_predict_batch_end")
+
+
+def skip_inherited_batch_hooks(callbacks: list[pl.Callback]) -> None:
+    """Lightning calls every callback for each per-batch event (42 calls per training step with the default
+    callbacks), though most callbacks inherit pl.Callback's empty method for most of them. Lightning's hook loop
+    calls a callback's hook only when it is callable, so each inherited empty per-batch hook is set to None on the
+    instance: the loop passes it by. Nothing a callback does changes; the hooks it overrides are all still called."""
+    for callback in callbacks:
+        for hook in BATCH_HOOKS:
+            if getattr(type(callback), hook) is getattr(pl.Callback, hook):
+                setattr(callback, hook, None)
+
 
 class LastCheckpoint(Checkpoint):
     """Keep `last.ckpt` the newest training state, whatever the monitored metric did.

@@ -222,3 +222,31 @@ def test_epoch_losses_are_batch_size_weighted_means_and_step_losses_reach_the_lo
         pairs = [(F.cross_entropy(task(x), y).item(), len(y)) for x, y in datamodule.val_dataloader()]
     assert len({size for _, size in pairs}) > 1
     assert abs(result["val/loss"] - sum(v * n for v, n in pairs) / sum(n for _, n in pairs)) < 1e-6
+
+
+def test_a_training_step_calls_only_the_callback_hooks_that_do_something(tmp_path, monkeypatch):
+    import pytorch_lightning.trainer.call as call
+
+    calls: list[tuple[str, str]] = []
+    original = call._call_callback_hooks
+
+    def counting(trainer, hook_name, *args, **kwargs):  # what Lightning's loop calls: each callable hook
+        if trainer.training and not trainer.sanity_checking:
+            calls.extend((hook_name, type(c).__name__) for c in trainer.callbacks if callable(getattr(c, hook_name)))
+        return original(trainer, hook_name, *args, **kwargs)
+
+    monkeypatch.setattr(call, "_call_callback_hooks", counting)
+    # the default callbacks (progress bar, both checkpoints, early stopping, LR monitor, summary, epoch seeder)
+    _, datamodule, task, trainer = _built(tmp_path, "callbacks=default", "trainer.max_epochs=1",
+                                          "trainer.limit_train_batches=6", "trainer.limit_val_batches=1")
+    assert len(trainer.callbacks) == 7
+    trainer.fit(task, datamodule=datamodule)
+    per_step = [c for c in calls if c[0] in ("on_train_batch_start", "on_train_batch_end", "on_before_backward",
+                                             "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")]
+    # 5 calls per step (42 before the inherited empty hooks were skipped): the hooks these callbacks override
+    assert len(per_step) == 6 * 5
+    expected = {("on_train_batch_start", "LastCheckpoint"), ("on_train_batch_start", "LearningRateMonitor"),
+                ("on_train_batch_end", "LastCheckpoint"), ("on_train_batch_end", "ModelCheckpoint"),
+                ("on_train_batch_end", "ThrottledRichProgressBar")}
+    assert set(per_step) == expected
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()  # the checkpoint hooks still ran
