@@ -121,8 +121,9 @@ class Case:
         return training_flops(transformer_forward_flops(batch, src, tgt, vocab=spec["tgt_vocab_size"], **self.sizes))
 
 
-def cases(corpus: Path, tiny: bool) -> dict[str, Case]:
-    """bert_base and transformer_base at their sizes (tiny: a few units wide, for the CPU check)."""
+def cases(corpus: Path, tiny: bool, batch_size: int | None = None) -> dict[str, Case]:
+    """bert_base and transformer_base at their sizes (tiny: a few units wide, for the CPU check), with their batch
+    sizes (32 and 64) or batch_size for both."""
     bert = {"hidden": 768, "layers": 12, "intermediate": 3072} if not tiny else \
         {"hidden": 32, "layers": 2, "intermediate": 64}
     heads = 12 if not tiny else 2
@@ -133,13 +134,13 @@ def cases(corpus: Path, tiny: bool) -> dict[str, Case]:
                            f"model.num_hidden_layers={bert['layers']}", f"model.num_attention_heads={heads}",
                            f"model.intermediate_size={bert['intermediate']}", "data=synthetic_corpus",
                            f"data.corpus_file={corpus}", "data.max_length=128",
-                           f"data.batch_size={32 if not tiny else 4}"], bert),
+                           f"data.batch_size={batch_size or (32 if not tiny else 4)}"], bert),
         "transformer_base": Case(["model=transformer_base", f"model.d_model={seq['d_model']}",
                                   f"model.layers={seq['encoder_layers']}", f"model.d_ff={seq['d_ff']}",
                                   *([] if not tiny else ["model.heads=2"]), "data=synthetic_reverse",
                                   "data.min_length=60", "data.max_words=100", "data.max_length=128",
                                   f"data.num_examples={20000 if not tiny else 2000}",
-                                  f"data.batch_size={64 if not tiny else 4}"],
+                                  f"data.batch_size={batch_size or (64 if not tiny else 4)}"],
                                  {"d_model": seq["d_model"], "encoder_layers": seq["encoder_layers"],
                                   "decoder_layers": seq["encoder_layers"], "d_ff": seq["d_ff"]}),
     }
@@ -255,6 +256,8 @@ def main() -> int:
     parser.add_argument("--precisions", nargs="+", default=["bf16", "32"], choices=["bf16", "16", "32"])
     parser.add_argument("--compile", nargs="+", default=["on", "off"], choices=["on", "off"])
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, when PEAK_TFLOPS lacks it")
+    parser.add_argument("--batch-size", type=int, help="one batch size for every model (default: 32 for bert_base, "
+                        "64 for transformer_base); the timed steps must fit in one epoch of the data")
     parser.add_argument("--timeout", type=float, default=240, help="seconds one dlkit train may take")
     parser.add_argument("--logs", default=os.environ.get("OUT"), help="folder for the runs' whole output")
     parser.add_argument("--allow-cpu", action="store_true", help="check the plumbing on the CPU with tiny models")
@@ -280,7 +283,7 @@ def main() -> int:
         (folder / "gpu_bench_timer.py").write_text(TIMER)
         corpus = write_corpus(folder / "corpus.txt", documents=2500 if on_gpu else 60)
         for model in args.models:
-            case = cases(corpus, tiny=not on_gpu)[model]
+            case = cases(corpus, not on_gpu, args.batch_size)[model]
             for precision in args.precisions:
                 for compiled in compiles:
                     row = {"model": model, "precision": precision, "compile": compiled,
