@@ -41,7 +41,6 @@ def runs_list(
 
 def _runs_folder(path: str, what: str, expected: str) -> None:
     """A usage error (exit 2) unless path is a folder."""
-
     if not Path(path).expanduser().is_dir():
         hint = "train a run first (dlkit train), or give" if path == "outputs" else "give"
         raise UsageError(f"{what} {path}: no such folder; {hint} {expected}.")
